@@ -1,0 +1,112 @@
+//! The registry of diagnostic codes: every error and lint the compiler can
+//! report, with its stable code, name, default severity and explanation
+//! (`patronusc explain-code CODE`). Codes are never reused or renumbered.
+//!
+//! P00xx are errors, P01xx are warnings (lints).
+
+use crate::diag::Severity;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Code {
+    // Errors
+    Syntax,
+    UnknownConst,
+    UnknownTable,
+    WrongKind,
+    FamilyMix,
+    PortRange,
+    CidrLength,
+    TableFile,
+    TableLine,
+    RateZero,
+    DuplicateName,
+    DuplicateField,
+    BadOption,
+    BadPacket,
+    // Warnings
+    HostBits,
+    DuplicateRule,
+    ShadowedRule,
+    UnusedConst,
+    UnusedTable,
+    NdpDropped,
+    UnreachableLimit,
+}
+
+pub struct CodeInfo {
+    pub code: &'static str,
+    pub name: &'static str,
+    pub severity: Severity,
+    /// One line: what the code is about.
+    pub summary: &'static str,
+    /// The explanation page (markdown): why, an example, how to fix.
+    pub explanation: &'static str,
+}
+
+impl Code {
+    pub const ALL: &'static [Code] = &[
+        Code::Syntax,
+        Code::UnknownConst,
+        Code::UnknownTable,
+        Code::WrongKind,
+        Code::FamilyMix,
+        Code::PortRange,
+        Code::CidrLength,
+        Code::TableFile,
+        Code::TableLine,
+        Code::RateZero,
+        Code::DuplicateName,
+        Code::DuplicateField,
+        Code::BadOption,
+        Code::BadPacket,
+        Code::HostBits,
+        Code::DuplicateRule,
+        Code::ShadowedRule,
+        Code::UnusedConst,
+        Code::UnusedTable,
+        Code::NdpDropped,
+        Code::UnreachableLimit,
+    ];
+
+    pub fn info(self) -> CodeInfo {
+        use Severity::{Error, Warning};
+        let (code, name, severity, summary, explanation) = match self {
+            Code::Syntax => ("P0001", "syntax", Error, "the text is not valid policy syntax", ""),
+            Code::UnknownConst => ("P0002", "unknown-const", Error, "a `$name` that no `const` defines", ""),
+            Code::UnknownTable => ("P0003", "unknown-table", Error, "an `@name` that no `table` defines", ""),
+            Code::WrongKind => ("P0004", "wrong-kind", Error, "a value of the wrong kind for where it is used", ""),
+            Code::FamilyMix => ("P0005", "family-mix", Error, "IPv4 and IPv6 mixed where one family is required", ""),
+            Code::PortRange => ("P0006", "port-range", Error, "a port outside 0-65535 or an empty range", ""),
+            Code::CidrLength => ("P0007", "cidr-length", Error, "a CIDR prefix length out of range", ""),
+            Code::TableFile => ("P0008", "table-file", Error, "a table file that is missing or unreadable", ""),
+            Code::TableLine => ("P0009", "table-line", Error, "a line of a table file that is not an address or CIDR", ""),
+            Code::RateZero => ("P0010", "rate-zero", Error, "a rate or burst of 0", ""),
+            Code::DuplicateName => ("P0011", "duplicate-name", Error, "a const, table or test name defined twice", ""),
+            Code::DuplicateField => ("P0012", "duplicate-field", Error, "a match field or option given twice", ""),
+            Code::BadOption => ("P0013", "bad-option", Error, "an unknown option or a bad option value", ""),
+            Code::BadPacket => ("P0014", "bad-packet", Error, "a test packet that cannot be built", ""),
+            Code::HostBits => ("P0101", "host-bits", Warning, "a CIDR with host bits set", ""),
+            Code::DuplicateRule => ("P0102", "duplicate-rule", Warning, "a rule that another rule already makes redundant", ""),
+            Code::ShadowedRule => ("P0103", "shadowed-rule", Warning, "an allow that a deny fully covers, so it never passes anything", ""),
+            Code::UnusedConst => ("P0104", "unused-const", Warning, "a const that no rule uses", ""),
+            Code::UnusedTable => ("P0105", "unused-table", Warning, "a table that no rule uses", ""),
+            Code::NdpDropped => ("P0106", "ndp-dropped", Warning, "IPv6 is allowed but neighbor discovery is dropped", ""),
+            Code::UnreachableLimit => ("P0107", "unreachable-limit", Warning, "a limit that no allow rule could ever reach", ""),
+        };
+        CodeInfo {
+            code,
+            name,
+            severity,
+            summary,
+            explanation,
+        }
+    }
+
+    /// Looks a code up by its number (`P0103`) or its name (`shadowed-rule`).
+    pub fn lookup(text: &str) -> Option<Code> {
+        Code::ALL.iter().copied().find(|c| {
+            let info = c.info();
+            info.code.eq_ignore_ascii_case(text) || info.name == text
+        })
+    }
+}

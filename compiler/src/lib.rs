@@ -1,0 +1,49 @@
+//! The Patronus compiler proper: from a parsed policy to a typed, checked
+//! policy (resolve, type check, lints), its meaning as a reference
+//! interpreter, and its lowering to an IR with map plans.
+//!
+//! No I/O happens here: table files come in through [`TableLoader`], which
+//! the CLI implements over the file system (and tests over a map).
+
+pub mod codes;
+pub mod diag;
+pub mod net;
+pub mod typed;
+
+use diag::{Diagnostic, FileId, Files};
+
+/// Reads the table files a policy names (`table NAME file "PATH"`).
+pub trait TableLoader {
+    /// Reads `path` as written in the policy, relative to the policy file
+    /// named `policy_name`. Returns the name to show in diagnostics (the
+    /// resolved path) and the contents, or an error message (not found,
+    /// permission denied, not UTF-8, a directory, ...).
+    fn load(&self, policy_name: &str, path: &str) -> Result<LoadedFile, String>;
+}
+
+pub struct LoadedFile {
+    pub name: String,
+    pub text: String,
+}
+
+/// The result of checking one policy: the typed policy when there were no
+/// errors, and every diagnostic (errors and warnings) in source order.
+pub struct Checked {
+    pub policy: Option<typed::Policy>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Checked {
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics
+            .iter()
+            .any(|d| d.severity == diag::Severity::Error)
+    }
+}
+
+/// Parses, resolves, type-checks and lints the policy in `file`. Table
+/// files it loads are added to `files`.
+pub fn check(files: &mut Files, file: FileId, loader: &dyn TableLoader) -> Checked {
+    let _ = (files, file, loader);
+    todo!("front end: parse, resolve, type check, lint")
+}
