@@ -8,6 +8,7 @@
 pub mod codes;
 pub mod diag;
 pub mod net;
+pub mod render;
 pub mod typed;
 
 use diag::{Diagnostic, FileId, Files};
