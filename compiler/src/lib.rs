@@ -9,6 +9,7 @@ pub mod codes;
 pub mod diag;
 pub mod net;
 pub mod render;
+pub mod semantics;
 pub mod typed;
 
 use diag::{Diagnostic, FileId, Files};
