@@ -224,10 +224,17 @@ pub enum MatchFieldKind {
     ProtoExpr(Expr),
     /// `ip4`, `ip6`
     Family(Family),
-    /// `from ADDRS [port PORTS]`
-    From { addrs: Expr, port: Option<Expr> },
-    /// `to ADDRS [port PORTS]`
-    To { addrs: Expr, port: Option<Expr> },
+    /// `from [ADDRS] [port PORTS]` (at least one of the two; `to port 80`
+    /// means any local address).
+    From {
+        addrs: Option<Expr>,
+        port: Option<Expr>,
+    },
+    /// `to [ADDRS] [port PORTS]`
+    To {
+        addrs: Option<Expr>,
+        port: Option<Expr>,
+    },
     /// `type NAME|N|{...} [code N]`
     IcmpType { ty: Expr, code: Option<Expr> },
     /// `flags F[/MASK]`: the letters as written (validated by the compiler).
