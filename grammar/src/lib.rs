@@ -6,6 +6,7 @@
 pub mod ast;
 pub mod lexer;
 pub mod print;
+pub mod spanless;
 mod support;
 
 use lalrpop_util::{ParseError as LrError, lalrpop_mod};
