@@ -4,6 +4,7 @@
 //! parsed on its own, so one run reports an error per broken statement.
 
 pub mod ast;
+pub mod fmt;
 pub mod lexer;
 pub mod print;
 pub mod spanless;
