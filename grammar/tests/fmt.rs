@@ -14,13 +14,13 @@ fn scramble(text: &str, noise: &[u8]) -> String {
     let mut n = noise.iter().cycle();
     for (i, line) in text.lines().enumerate() {
         let r = *n.next().unwrap_or(&0);
-        if r % 5 == 0 {
+        if r.is_multiple_of(5) {
             out.push_str(&format!("# note {i}\n"));
         }
         if r % 7 == 1 {
             out.push('\n');
         }
-        let spaced = if r % 3 == 0 {
+        let spaced = if r.is_multiple_of(3) {
             line.replace(' ', "   ")
         } else {
             line.to_string()
