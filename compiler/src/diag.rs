@@ -131,3 +131,27 @@ impl Diagnostic {
         self
     }
 }
+
+/// A syntax error as a diagnostic (`P0001`): the one conversion, used by
+/// `check` and by `fmt` (which refuses to format text that does not parse).
+pub fn syntax_diagnostic(file: FileId, error: &patronus_grammar::ParseError) -> Diagnostic {
+    let label = if error.span.start == error.span.end {
+        "the statement ends here".to_string()
+    } else {
+        "not expected here".to_string()
+    };
+    let mut d = Diagnostic::new(
+        crate::codes::Code::Syntax,
+        error.message.clone(),
+        Label::new(file, error.span, label),
+    );
+    match error.expected.as_slice() {
+        [] => {}
+        [one] => d.help = Some(format!("expected {one}")),
+        many => {
+            let (last, rest) = many.split_last().unwrap_or((&many[0], &[]));
+            d.help = Some(format!("expected one of {} or {last}", rest.join(", ")));
+        }
+    }
+    d
+}

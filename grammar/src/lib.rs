@@ -63,6 +63,14 @@ pub fn parse(source: &str) -> (ast::Policy, Vec<ParseError>) {
             }
             continue;
         }
+        if let Some(span) = too_deep(chunk) {
+            errors.push(ParseError {
+                message: format!("values nested more than {MAX_NESTING} levels deep"),
+                span,
+                expected: Vec::new(),
+            });
+            continue;
+        }
         let end = chunk.last().map_or(source.len(), |t| t.2);
         match parser.parse(chunk.iter().cloned()) {
             Ok(item) => policy.items.push(item),
@@ -70,6 +78,30 @@ pub fn parse(source: &str) -> (ast::Policy, Vec<ParseError>) {
         }
     }
     (policy, errors)
+}
+
+/// How deeply `{ }` sets and `!` may nest. Real policies use two or three
+/// levels; the limit keeps every recursive walk over values (printing,
+/// checking, dropping) far from the stack's end on hostile input.
+pub const MAX_NESTING: usize = 32;
+
+/// The span of the first token that nests values deeper than
+/// [`MAX_NESTING`], if any.
+fn too_deep(tokens: &[lexer::Spanned]) -> Option<Span> {
+    let mut depth = 0usize;
+    let mut bangs = 0usize;
+    for (l, tok, r) in tokens {
+        match tok {
+            Tok::LBrace => depth += 1,
+            Tok::RBrace => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        bangs = if *tok == Tok::Bang { bangs + 1 } else { 0 };
+        if depth + bangs > MAX_NESTING {
+            return Some(Span::new(*l, *r));
+        }
+    }
+    None
 }
 
 /// Parses one test packet (§7 syntax), as `patronusc explain` takes it on the
@@ -80,6 +112,13 @@ pub fn parse_packet(source: &str) -> Result<ast::PacketSpec, ParseError> {
         return Err(ParseError {
             message: msg.clone(),
             span: Span::new(*l, *r),
+            expected: Vec::new(),
+        });
+    }
+    if let Some(span) = too_deep(&lexed.tokens) {
+        return Err(ParseError {
+            message: format!("values nested more than {MAX_NESTING} levels deep"),
+            span,
             expected: Vec::new(),
         });
     }

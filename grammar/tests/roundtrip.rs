@@ -26,3 +26,28 @@ proptest! {
         let _ = patronus_grammar::parse_packet(&text);
     }
 }
+
+#[test]
+fn hostile_nesting_is_an_error_not_a_crash() {
+    let deep = format!(
+        "const x = {}1{}\nallow tcp\n",
+        "{".repeat(100_000),
+        "}".repeat(100_000)
+    );
+    let (policy, errors) = parse(&deep);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].message.contains("nested"));
+    assert_eq!(policy.items.len(), 1, "the rule after it still parses");
+    let bangs = format!("allow from {}10.0.0.1\n", "!".repeat(100_000));
+    assert_eq!(parse(&bangs).1.len(), 1);
+}
+
+#[test]
+fn many_rules_parse() {
+    let text: String = (0..100_000)
+        .map(|i| format!("allow tcp to port {}\n", i % 65536))
+        .collect();
+    let (policy, errors) = parse(&text);
+    assert!(errors.is_empty());
+    assert_eq!(policy.items.len(), 100_000);
+}
