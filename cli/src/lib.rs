@@ -1,1 +1,54 @@
-//! placeholder
+//! `patronusc`, the Patronus policy compiler command line: argument parsing
+//! ([`cli`]), one module per subcommand (`cmd_*`), and the file-system glue
+//! they share ([`common`]). The binary (`main.rs`) only calls [`run_main`].
+
+pub mod cli;
+pub mod cmd_build;
+pub mod cmd_check;
+pub mod cmd_explain;
+pub mod cmd_fmt;
+pub mod cmd_test;
+pub mod common;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::common::{CliError, Status};
+
+/// Parses the command line, runs the subcommand, prints any usage or I/O
+/// error, and maps the outcome to the documented exit code (0, 1 or 2).
+pub fn run_main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            // clap prints help/version to stdout (exit 0) and usage errors to
+            // stderr; usage errors must exit 2 like every other usage error.
+            let _ = err.print();
+            return if err.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match dispatch(&cli.command) {
+        Ok(status) => status.into(),
+        Err(err) => {
+            eprintln!("patronusc: error: {err}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn dispatch(command: &Command) -> Result<Status, CliError> {
+    match command {
+        Command::Check(args) => cmd_check::run(args),
+        Command::ExplainCode(args) => cmd_check::run_explain_code(args),
+        Command::Fmt(args) => cmd_fmt::run(args),
+        Command::Test(args) => cmd_test::run(args),
+        Command::Explain(args) => cmd_explain::run(args),
+        Command::Build(args) => cmd_build::run(args),
+    }
+}

@@ -1,1 +1,14 @@
-//! placeholder
+//! Patronus code generation: from the compiler's program plan to eBPF
+//! bytecode and loadable objects.
+//!
+//! - [`insn`]: the eBPF instruction set as data (encode/decode), the
+//!   assembler with labels and fix-ups, the bpftool-style disassembler,
+//!   the register plan and the kernel ABI numbers generated code uses.
+//! - [`elf`]: the ELF64 relocatable object (programs, relocations,
+//!   license, BTF-defined maps) that libbpf and aya load.
+//!
+//! No I/O and no kernel access: everything here is deterministic and runs
+//! in unit tests, property tests and fuzzers without root.
+
+pub mod elf;
+pub mod insn;

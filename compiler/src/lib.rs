@@ -5,9 +5,15 @@
 //! No I/O happens here: table files come in through [`TableLoader`], which
 //! the CLI implements over the file system (and tests over a map).
 
+mod check;
 pub mod codes;
 pub mod diag;
+pub mod frame;
+pub mod interp;
+pub mod ir;
+pub mod lints;
 pub mod net;
+pub mod packet;
 pub mod render;
 pub mod semantics;
 pub mod typed;
@@ -46,6 +52,5 @@ impl Checked {
 /// Parses, resolves, type-checks and lints the policy in `file`. Table
 /// files it loads are added to `files`.
 pub fn check(files: &mut Files, file: FileId, loader: &dyn TableLoader) -> Checked {
-    let _ = (files, file, loader);
-    todo!("front end: parse, resolve, type check, lint")
+    check::check(files, file, loader)
 }

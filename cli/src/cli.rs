@@ -1,0 +1,41 @@
+//! The command-line grammar: the top-level `patronusc` parser and its
+//! subcommands. Each subcommand's own options live beside its code
+//! (`cmd_*::XxxArgs`); this module only assembles them.
+
+use clap::{Parser, Subcommand};
+
+use crate::{cmd_build, cmd_check, cmd_explain, cmd_fmt, cmd_test};
+
+const AFTER_HELP: &str = "\
+Exit status:
+  0  success (warnings alone do not fail, unless --deny-warnings)
+  1  check/build: the policy has errors (or warnings with --deny-warnings);
+     test: a test failed; fmt --check: a file is not formatted
+  2  usage error or I/O error (missing, unreadable or non-UTF-8 file);
+     test/explain: the policy has errors
+
+See `patronusc explain-code P0103` for what a diagnostic code means.";
+
+/// The Patronus firewall policy compiler.
+#[derive(Debug, Parser)]
+#[command(name = "patronusc", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Parse, resolve, type-check and lint policies; report diagnostics.
+    Check(cmd_check::CheckArgs),
+    /// Print the explanation page of a diagnostic code (P0103 or shadowed-rule).
+    ExplainCode(cmd_check::ExplainCodeArgs),
+    /// Reformat policies in place (or only report with --check).
+    Fmt(cmd_fmt::FmtArgs),
+    /// Run the `test` blocks of policies.
+    Test(cmd_test::TestArgs),
+    /// Trace how a policy decides one packet.
+    Explain(cmd_explain::ExplainArgs),
+    /// Compile a policy and emit its IR or its map plan.
+    Build(cmd_build::BuildArgs),
+}

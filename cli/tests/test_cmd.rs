@@ -1,0 +1,157 @@
+//! End-to-end tests of `patronusc test`: the built binary on small policies
+//! in a fresh temporary directory; outputs are insta snapshots, exit codes
+//! 0 (all pass), 1 (a test failed), 2 (compile or I/O error). Also the
+//! benchmark's reference policy (with gen.py's blocklist) passes its tests.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A directory under the system temp dir, unique to this test, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let unique = format!(
+            "patronusc-test-{}-{}-{name}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = std::env::temp_dir().join(unique);
+        fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    fn write(&self, name: &str, contents: &str) {
+        fs::write(self.0.join(name), contents).expect("write test file");
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn patronusc(cwd: &Path, args: &[&str]) -> Run {
+    let output = Command::new(env!("CARGO_BIN_EXE_patronusc"))
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run patronusc");
+    Run {
+        code: output.status.code().expect("exited normally"),
+        stdout: String::from_utf8(output.stdout).expect("stdout is UTF-8"),
+        stderr: String::from_utf8(output.stderr).expect("stderr is UTF-8"),
+    }
+}
+
+const WEB: &str = r#"# a small web server policy
+const admins = { 192.0.2.0/24 }
+
+deny  from 198.51.100.0/24                             label "blocklist"
+allow tcp to port { 80, 443 }                          label "web"
+allow tcp from $admins to port 22 rate 2/s burst 2     label "ssh"
+
+test "web is open, the blocklist wins" {
+  expect pass tcp 203.0.113.9:40000 -> 10.0.0.2:443 flags S
+  expect drop tcp 198.51.100.4:40000 -> 10.0.0.2:443 flags S
+  expect drop udp 203.0.113.9:5000 -> 10.0.0.2:5353
+}
+
+test "replies to the host are established" {
+  expect drop tcp 203.0.113.7:443 -> 10.0.0.2:50000 flags SA
+  out tcp 10.0.0.2:50000 -> 203.0.113.7:443 flags S
+  expect pass tcp 203.0.113.7:443 -> 10.0.0.2:50000 flags SA
+}
+
+test "ssh: two new connections, then the bucket is empty" {
+  expect pass tcp 192.0.2.5:40000 -> 10.0.0.2:22 flags S repeat 2
+  expect drop tcp 192.0.2.5:40001 -> 10.0.0.2:22 flags S
+}
+"#;
+
+#[test]
+fn passing_tests_exit_0() {
+    let dir = TempDir::new("pass");
+    dir.write("web.pf", WEB);
+    let run = patronusc(&dir.0, &["test", "--color", "never", "web.pf"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    insta::assert_snapshot!("test_pass", run.stdout);
+}
+
+#[test]
+fn a_failing_step_is_shown_with_the_deciding_rule_and_exits_1() {
+    let dir = TempDir::new("fail");
+    let failing = format!(
+        "{WEB}\ntest \"wrong: ssh is not limited\" {{\n  expect pass tcp 192.0.2.6:40000 -> 10.0.0.2:22 flags S repeat 3\n}}\n\n\
+         test \"wrong: the blocklist is open\" {{\n  expect pass tcp 198.51.100.9:1234 -> 10.0.0.2:80 flags S\n}}\n"
+    );
+    dir.write("web.pf", &failing);
+    let run = patronusc(&dir.0, &["test", "--color", "never", "web.pf"]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    insta::assert_snapshot!("test_fail", run.stdout);
+}
+
+#[test]
+fn a_policy_that_does_not_compile_exits_2() {
+    let dir = TempDir::new("broken");
+    dir.write("broken.pf", "allow tcp to port $nope\n");
+    dir.write("web.pf", WEB);
+    let run = patronusc(&dir.0, &["test", "--color", "never", "broken.pf", "web.pf"]);
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("$nope") || run.stderr.contains("nope"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("1 policy of 2 did not compile"),
+        "{}",
+        run.stderr
+    );
+    // The policy that compiles still ran.
+    assert!(
+        run.stdout.contains("test result: ok. 3 passed; 0 failed"),
+        "{}",
+        run.stdout
+    );
+
+    let missing = patronusc(&dir.0, &["test", "missing.pf"]);
+    assert_eq!(missing.code, 2);
+    assert!(missing.stderr.contains("missing.pf"), "{}", missing.stderr);
+}
+
+#[test]
+fn the_reference_policy_passes_its_own_tests() {
+    let dir = TempDir::new("reference");
+    let bench = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/bench");
+    let gen_py = Command::new("python3")
+        .arg(bench.join("pkts/gen.py"))
+        .arg(dir.0.join("build/pkts"))
+        .output()
+        .expect("python3 runs");
+    assert!(
+        gen_py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gen_py.stderr)
+    );
+    let reference = fs::read_to_string(bench.join("reference.pf")).expect("reference.pf");
+    dir.write("reference.pf", &reference);
+    let run = patronusc(&dir.0, &["test", "--color", "never", "reference.pf"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("test result: ok. 2 passed; 0 failed"),
+        "{}",
+        run.stdout
+    );
+}

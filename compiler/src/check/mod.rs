@@ -1,0 +1,184 @@
+//! The front end after parsing: turns syntax errors into diagnostics,
+//! resolves `$const` and `@table` names, loads table files, type-checks
+//! rules, options and tests into a [`typed::Policy`], then runs the lints.
+//!
+//! Every problem becomes a [`Diagnostic`]; checking goes on after an error
+//! so that one run reports as much as it can, but a policy with any error
+//! yields no typed policy.
+
+mod names;
+mod options;
+mod packets;
+mod resolve;
+mod rules;
+mod tables;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, HashSet};
+
+use patronus_grammar::ast::{self, Span};
+
+use crate::codes::Code;
+use crate::diag::{Diagnostic, FileId, Files, Label, Severity};
+use crate::typed::{self, TableId};
+use crate::{Checked, TableLoader};
+
+/// The state of one check: where diagnostics go and what names mean.
+pub(crate) struct Checker<'a> {
+    /// The policy file.
+    pub file: FileId,
+    /// Its text (rules' identities are cut out of it).
+    pub source: &'a str,
+    pub diagnostics: Vec<Diagnostic>,
+    /// The first definition of each const.
+    pub consts: HashMap<&'a str, &'a ast::ConstDef>,
+    /// The first definition of each table, by name.
+    pub tables: HashMap<&'a str, TableId>,
+    /// The first definitions of tables in file order: `TableId(i)` is
+    /// `table_defs[i]`.
+    pub table_defs: Vec<&'a ast::TableDef>,
+    /// `$const` uses already reported as the wrong kind.
+    pub kind_reported: HashSet<Span>,
+    /// Whether the file had syntax errors: a name used but not defined may
+    /// then be defined by a statement that did not parse.
+    pub syntax_errors: bool,
+}
+
+impl<'a> Checker<'a> {
+    pub fn new(file: FileId, source: &'a str) -> Self {
+        Checker {
+            file,
+            source,
+            diagnostics: Vec::new(),
+            consts: HashMap::new(),
+            tables: HashMap::new(),
+            table_defs: Vec::new(),
+            kind_reported: HashSet::new(),
+            syntax_errors: false,
+        }
+    }
+
+    /// A label in the policy file.
+    pub fn label(&self, span: Span, message: impl Into<String>) -> Label {
+        Label::new(self.file, span, message)
+    }
+
+    /// A diagnostic whose primary label is in the policy file.
+    pub fn error(
+        &self,
+        code: Code,
+        message: impl Into<String>,
+        span: Span,
+        label: impl Into<String>,
+    ) -> Diagnostic {
+        Diagnostic::new(code, message, self.label(span, label))
+    }
+
+    pub fn emit(&mut self, diagnostic: Diagnostic) {
+        self.diagnostics.push(diagnostic);
+    }
+
+    /// Whether `keyword NAME` appears in the text, as in a `const` or
+    /// `table` statement that did not parse: reporting its uses as unknown
+    /// would only repeat the syntax error.
+    pub fn defined_in_broken_statement(&self, keyword: &str, name: &str) -> bool {
+        let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+        self.syntax_errors
+            && self.source.match_indices(keyword).any(|(at, _)| {
+                let before_ok = self.source[..at]
+                    .chars()
+                    .next_back()
+                    .is_none_or(|c| !is_ident(c));
+                let rest = &self.source[at + keyword.len()..];
+                let after_keyword = rest.trim_start();
+                before_ok
+                    && after_keyword.len() < rest.len()
+                    && after_keyword.starts_with(name)
+                    && !after_keyword[name.len()..].starts_with(is_ident)
+            })
+    }
+
+    pub fn error_count(&self) -> usize {
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .count()
+    }
+}
+
+/// See [`crate::check`].
+pub(crate) fn check(files: &mut Files, file: FileId, loader: &dyn TableLoader) -> Checked {
+    // Owned copies: table files are added to `files` while the policy's
+    // text and name are still in use.
+    let source = files.get(file).text.clone();
+    let policy_name = files.get(file).name.clone();
+    let (ast, parse_errors) = patronus_grammar::parse(&source);
+
+    let mut checker = Checker::new(file, &source);
+    for e in &parse_errors {
+        checker.emit(syntax_error(file, e));
+    }
+    checker.syntax_errors = !parse_errors.is_empty();
+
+    checker.collect_names(&ast);
+    checker.check_const_definitions(&ast);
+    let tables = checker.load_tables(files, &policy_name, loader);
+    let options = checker.check_options(&ast);
+    let interface = checker.check_interface(&ast);
+    let rules = checker.check_rules(&ast);
+    let tests = checker.check_tests(&ast);
+
+    let mut diagnostics = checker.diagnostics;
+    let has_errors = diagnostics.iter().any(|d| d.severity == Severity::Error);
+    let policy = (!has_errors).then_some(typed::Policy {
+        file,
+        interface,
+        options,
+        rules,
+        tables,
+        tests,
+    });
+    if let Some(typed) = &policy {
+        diagnostics.extend(crate::lints::run(&crate::lints::LintContext {
+            files: &*files,
+            file,
+            ast: &ast,
+            policy: typed,
+        }));
+    }
+    Checked {
+        policy,
+        diagnostics: finish(diagnostics),
+    }
+}
+
+fn syntax_error(file: FileId, e: &patronus_grammar::ParseError) -> Diagnostic {
+    let label = match e.expected.as_slice() {
+        [one] => format!("expected {one}"),
+        _ if e.span.start == e.span.end => "the statement ends here".to_string(),
+        [] => "not valid here".to_string(),
+        _ => "not expected here".to_string(),
+    };
+    let mut d = Diagnostic::new(
+        Code::Syntax,
+        e.message.clone(),
+        Label::new(file, e.span, label),
+    );
+    if e.expected.len() > 1 {
+        d = d.with_help(format!("expected one of {}", e.expected.join(", ")));
+    }
+    d
+}
+
+/// Drops repeats (a broken const reports the same problem at each use) and
+/// puts diagnostics in source order, files in the order they were read.
+fn finish(diagnostics: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    let mut seen = HashSet::new();
+    let mut out: Vec<Diagnostic> = diagnostics
+        .into_iter()
+        .filter(|d| seen.insert((d.code, d.primary.file, d.primary.span, d.message.clone())))
+        .collect();
+    out.sort_by_key(|d| (d.primary.file, d.primary.span.start));
+    out
+}

@@ -1,0 +1,54 @@
+//! P0107 unreachable-limit: a `limit` rule (not `allow ... rate`) that no
+//! allow rule shares a packet with, while `default = deny`.
+//!
+//! A limit drops the packets over its rate — but packets no allow matches
+//! are dropped by the default anyway, and established ones are never
+//! charged. Such a limit changes nothing; most often the author expected
+//! the limit to also let the traffic through (write `allow ... rate`).
+//! Limits a deny covers are left to shadowed-rule.
+
+use std::collections::BTreeSet;
+
+use patronus_grammar::ast::{Action, Verdict};
+
+use super::LintContext;
+use super::analysis;
+use crate::codes::Code;
+use crate::diag::{Diagnostic, Label};
+
+pub fn check(ctx: &LintContext) -> Vec<Diagnostic> {
+    let policy = ctx.policy;
+    if policy.options.default != Verdict::Drop
+        || !policy.rules.iter().any(|r| r.action == Action::Limit)
+    {
+        return Vec::new();
+    }
+    let boxes = analysis::rule_boxes(policy);
+    let shadowed: BTreeSet<usize> = analysis::shadowed(policy, &boxes)
+        .into_iter()
+        .map(|s| s.rule)
+        .collect();
+    let allows = analysis::index_of(policy, &boxes, Action::Allow);
+    policy
+        .rules
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| r.action == Action::Limit && !shadowed.contains(i))
+        .filter(|(i, _)| boxes[*i].iter().all(|b| allows.intersecting(b).is_empty()))
+        .map(|(_, r)| {
+            Diagnostic::new(
+                Code::UnreachableLimit,
+                "this limit can never change a verdict: no allow rule matches its packets",
+                Label::new(
+                    ctx.file,
+                    r.span,
+                    "limits only packets the default drops anyway",
+                ),
+            )
+            .with_note(
+                "a limit only drops; packets no allow matches are dropped by `default = deny`",
+            )
+            .with_help("to let this traffic through at this rate, write `allow` instead of `limit`")
+        })
+        .collect()
+}
