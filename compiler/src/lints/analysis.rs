@@ -50,11 +50,17 @@ impl Analysis {
     /// Runs `f` with the analysis of `policy` computed once and kept for
     /// [`Analysis::of`]; forgets it afterwards.
     pub fn during<R>(policy: &typed::Policy, f: impl FnOnce() -> R) -> R {
+        /// Restores the previous analysis even if a lint panics, so a later
+        /// policy at the same address never sees this one's.
+        struct Restore(Option<(*const typed::Policy, Rc<Analysis>)>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                CURRENT.with(|c| c.replace(self.0.take()));
+            }
+        }
         let analysis = Rc::new(Analysis::compute(policy));
-        let previous = CURRENT.with(|c| c.replace(Some((policy as *const _, analysis))));
-        let result = f();
-        CURRENT.with(|c| c.replace(previous));
-        result
+        let _restore = Restore(CURRENT.with(|c| c.replace(Some((policy as *const _, analysis)))));
+        f()
     }
 }
 

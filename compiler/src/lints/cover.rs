@@ -538,14 +538,12 @@ const SPLIT_MAX_CANDIDATES: usize = 24;
 
 /// Whether `target` lies in the union of `candidates`; if so, which
 /// candidates (indexes into `candidates`) the proof used. `None` also when
-/// the answer would cost too much to find.
+/// the answer would cost too much to find. Candidates should be those that
+/// meet the target ([`Index::intersecting`]); others only cost time.
 pub fn union_covers(target: &PacketBox, candidates: &[&PacketBox]) -> Option<Vec<usize>> {
     let touching: Vec<usize> = (0..candidates.len())
-        .filter(|&i| candidates[i].intersects(target))
+        .filter(|&i| candidates[i].family == target.family && candidates[i].group == target.group)
         .collect();
-    if let Some(&i) = touching.iter().find(|&&i| candidates[i].covers(target)) {
-        return Some(vec![i]);
-    }
     // Candidates that agree with the target (cover it) in every field but
     // one: their union in that field decides exactly. This is the common
     // case (`deny from 10.0.0.0/9` + `deny from 10.128.0.0/9`) and linear.
@@ -553,8 +551,10 @@ pub fn union_covers(target: &PacketBox, candidates: &[&PacketBox]) -> Option<Vec
     for &i in &touching {
         let c = candidates[i];
         let mut short = (0..DIMS).filter(|&d| !c.dims[d].is_superset(&target.dims[d]));
-        if let (Some(dim), None) = (short.next(), short.next()) {
-            by_dim[dim].push(i);
+        match (short.next(), short.next()) {
+            (None, _) => return Some(vec![i]),
+            (Some(dim), None) => by_dim[dim].push(i),
+            _ => {}
         }
     }
     for (dim, used) in by_dim.into_iter().enumerate() {

@@ -22,7 +22,7 @@ use std::collections::BTreeSet;
 use patronus_grammar::ast::Action;
 
 use super::LintContext;
-use super::analysis::{self, describe};
+use super::analysis::{self, Analysis, describe};
 use super::cover::{Index, PacketBox, boxes_covered};
 use crate::codes::Code;
 use crate::diag::{Diagnostic, Label};
@@ -30,13 +30,11 @@ use crate::typed;
 
 pub fn check(ctx: &LintContext) -> Vec<Diagnostic> {
     let policy = ctx.policy;
-    let boxes = analysis::rule_boxes(policy);
-    let shadowed: BTreeSet<usize> = analysis::shadowed(policy, &boxes)
-        .into_iter()
-        .map(|s| s.rule)
-        .collect();
+    let analysis = Analysis::of(policy);
+    let boxes = &analysis.boxes;
+    let shadowed: BTreeSet<usize> = analysis.shadowed.iter().map(|s| s.rule).collect();
     let indexes =
-        [Action::Allow, Action::Deny, Action::Limit].map(|a| analysis::index_of(policy, &boxes, a));
+        [Action::Allow, Action::Deny, Action::Limit].map(|a| analysis::index_of(policy, boxes, a));
     let mut out = Vec::new();
     for (i, rule) in policy.rules.iter().enumerate() {
         if shadowed.contains(&i) || boxes[i].is_empty() {
@@ -47,7 +45,7 @@ pub fn check(ctx: &LintContext) -> Vec<Diagnostic> {
             Action::Deny => 1,
             Action::Limit => 2,
         }];
-        if let Some(found) = redundant_under(policy, &boxes, index, i) {
+        if let Some(found) = redundant_under(policy, boxes, index, i) {
             out.push(diagnose(ctx, i, found));
         }
     }

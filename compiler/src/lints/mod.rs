@@ -75,7 +75,9 @@ pub static LINTS: &[Lint] = &[
 /// Runs every lint; the warnings come back in source order (files in the
 /// order they were read).
 pub fn run(ctx: &LintContext) -> Vec<Diagnostic> {
-    let mut out: Vec<Diagnostic> = LINTS.iter().flat_map(|lint| (lint.check)(ctx)).collect();
+    let mut out: Vec<Diagnostic> = analysis::Analysis::during(ctx.policy, || {
+        LINTS.iter().flat_map(|lint| (lint.check)(ctx)).collect()
+    });
     out.sort_by_key(|d| (d.primary.file, d.primary.span.start, d.code));
     out
 }

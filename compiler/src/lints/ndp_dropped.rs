@@ -26,7 +26,8 @@ pub fn check(ctx: &LintContext) -> Vec<Diagnostic> {
     let Some(ndp) = option_entry(ctx.ast, "ndp") else {
         return Vec::new();
     };
-    let boxes = super::analysis::rule_boxes(policy);
+    let analysis = super::analysis::Analysis::of(policy);
+    let boxes = &analysis.boxes;
     let allows = || {
         policy
             .rules

@@ -13,7 +13,7 @@
 use patronus_grammar::ast::Action;
 
 use super::LintContext;
-use super::analysis::{self, describe};
+use super::analysis::{Analysis, describe};
 use crate::codes::Code;
 use crate::diag::{Diagnostic, Label};
 
@@ -22,9 +22,9 @@ const MAX_LABELS: usize = 4;
 
 pub fn check(ctx: &LintContext) -> Vec<Diagnostic> {
     let policy = ctx.policy;
-    let boxes = analysis::rule_boxes(policy);
-    analysis::shadowed(policy, &boxes)
-        .into_iter()
+    Analysis::of(policy)
+        .shadowed
+        .iter()
         .map(|s| {
             let rule = &policy.rules[s.rule];
             let single = s.by.len() == 1;

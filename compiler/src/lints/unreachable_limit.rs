@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use patronus_grammar::ast::{Action, Verdict};
 
 use super::LintContext;
-use super::analysis;
+use super::analysis::{self, Analysis};
 use crate::codes::Code;
 use crate::diag::{Diagnostic, Label};
 
@@ -23,12 +23,10 @@ pub fn check(ctx: &LintContext) -> Vec<Diagnostic> {
     {
         return Vec::new();
     }
-    let boxes = analysis::rule_boxes(policy);
-    let shadowed: BTreeSet<usize> = analysis::shadowed(policy, &boxes)
-        .into_iter()
-        .map(|s| s.rule)
-        .collect();
-    let allows = analysis::index_of(policy, &boxes, Action::Allow);
+    let analysis = Analysis::of(policy);
+    let boxes = &analysis.boxes;
+    let shadowed: BTreeSet<usize> = analysis.shadowed.iter().map(|s| s.rule).collect();
+    let allows = analysis::index_of(policy, boxes, Action::Allow);
     policy
         .rules
         .iter()
