@@ -181,7 +181,7 @@ fn parse_cli_packet(
     let file = files.add(name, body);
     let diagnostics: Vec<Diagnostic> = match patronus_grammar::parse_packet(body) {
         Err(err) => vec![diag::syntax_diagnostic(file, &err)],
-        Ok(spec) => match packet_from_spec_via_check(files, name, body) {
+        Ok(spec) => match patronus_compiler::packet_from_spec(file, body, &spec) {
             Ok(packet) => {
                 return Ok(CliPacket {
                     text: patronus_grammar::print::packet(&spec),
@@ -387,33 +387,3 @@ fn duration_text(ns: u64) -> String {
     }
 }
 
-/// Types a parsed packet with the front end's own test-step conversion
-/// (defaults, range checks, `BadPacket` diagnostics): the packet is checked
-/// as the single step of a one-test policy, so its meaning cannot drift
-/// from that of test steps. (To be replaced by a direct
-/// `compiler::packet_from_spec` once the front end exposes one.)
-fn packet_from_spec_via_check(
-    files: &mut Files,
-    name: &str,
-    body: &str,
-) -> Result<Packet, Vec<Diagnostic>> {
-    const PREFIX: &str = "test \"explain\" { expect pass ";
-    let file = files.add(
-        format!("{name} (as a test step)"),
-        format!("{PREFIX}{body}\n}}\n"),
-    );
-    let checked = check(files, file, &FsTableLoader);
-    let step = checked
-        .policy
-        .as_ref()
-        .and_then(|p| p.tests.first())
-        .and_then(|t| t.steps.first());
-    match step {
-        Some(step) if !checked.has_errors() => Ok(step.packet.clone()),
-        _ => Err(checked
-            .diagnostics
-            .into_iter()
-            .filter(|d| d.severity == diag::Severity::Error)
-            .collect()),
-    }
-}

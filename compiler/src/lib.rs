@@ -54,3 +54,18 @@ impl Checked {
 pub fn check(files: &mut Files, file: FileId, loader: &dyn TableLoader) -> Checked {
     check::check(files, file, loader)
 }
+
+/// Types one packet written in test syntax (`patronusc explain`'s PACKET
+/// argument) exactly as a test step would be: the same defaults and the same
+/// `P0014` diagnostics, pointing into `file` (which holds `source`).
+pub fn packet_from_spec(
+    file: FileId,
+    source: &str,
+    spec: &patronus_grammar::ast::PacketSpec,
+) -> Result<typed::Packet, Vec<Diagnostic>> {
+    let mut checker = check::Checker::new(file, source);
+    match checker.packet(spec) {
+        Some(packet) if checker.diagnostics.is_empty() => Ok(packet),
+        _ => Err(checker.diagnostics),
+    }
+}
