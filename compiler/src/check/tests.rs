@@ -476,25 +476,3 @@ fn protocol_named_timeouts() {
     assert_eq!(p.options.timeouts.icmp, 10 * NS_PER_SEC);
     assert_eq!(p.options.timeouts.udp_stream, 120 * NS_PER_SEC);
 }
-
-/// The whole front end on a million-line table file (run in release:
-/// `cargo test --release -p patronus-compiler -- --ignored million`).
-#[test]
-#[ignore = "a timing check, meaningful in release builds"]
-fn a_million_line_table_checks_quickly() {
-    let mut text = String::new();
-    for i in 0..1_000_000u32 {
-        let [_, a, b, c] = i.to_be_bytes();
-        text.push_str(&format!("{}.{b}.{c}.0/24\n", a + 10));
-    }
-    let text: &'static str = Box::leak(text.into_boxed_str());
-    let started = std::time::Instant::now();
-    let (_, policy, _) = run_with(
-        "table big file \"big.txt\"\ndeny from @big\nallow tcp to port 22",
-        &[("big.txt", text)],
-    );
-    let elapsed = started.elapsed();
-    eprintln!("checked a 1,000,000-line table in {elapsed:?}");
-    assert_eq!(policy.map(|p| p.tables[0].prefixes.len()), Some(1_000_000));
-    assert!(elapsed.as_secs_f64() < 2.0, "took {elapsed:?}");
-}
