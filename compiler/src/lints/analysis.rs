@@ -21,6 +21,8 @@ pub struct Analysis {
     pub boxes: Vec<Vec<PacketBox>>,
     /// Every shadowed allow/limit rule, in file order.
     pub shadowed: Vec<Shadowed>,
+    /// The deny rules' boxes.
+    pub denies: Index,
 }
 
 thread_local! {
@@ -31,8 +33,19 @@ thread_local! {
 impl Analysis {
     fn compute(policy: &typed::Policy) -> Analysis {
         let boxes = rule_boxes(policy);
-        let shadowed = shadowed(policy, &boxes);
-        Analysis { boxes, shadowed }
+        let denies = index_of(policy, &boxes, Action::Deny);
+        let shadowed = shadowed(policy, &boxes, &denies);
+        Analysis {
+            boxes,
+            shadowed,
+            denies,
+        }
+    }
+
+    /// The denies that together drop every packet of `target`, or `None`
+    /// if they do not (or that would take too long to decide).
+    pub fn denied(&self, target: &[PacketBox]) -> Option<Vec<usize>> {
+        shadowing_denies(&self.denies, &self.boxes, target)
     }
 
     /// The analysis of `policy`: the one [`Analysis::during`] keeps, or a
@@ -66,7 +79,7 @@ impl Analysis {
 
 /// The packets each rule matches, indexed like `policy.rules`.
 pub fn rule_boxes(policy: &typed::Policy) -> Vec<Vec<PacketBox>> {
-    let space = Space::new(&policy.tables);
+    let space = Space::new(&policy.tables, !policy.options.fragments_drop);
     policy
         .rules
         .iter()
@@ -97,14 +110,13 @@ pub struct Shadowed {
 }
 
 /// Every shadowed allow/limit rule, in file order.
-pub fn shadowed(policy: &typed::Policy, boxes: &[Vec<PacketBox>]) -> Vec<Shadowed> {
-    let denies = index_of(policy, boxes, Action::Deny);
+fn shadowed(policy: &typed::Policy, boxes: &[Vec<PacketBox>], denies: &Index) -> Vec<Shadowed> {
     let mut out = Vec::new();
     for (rule, r) in policy.rules.iter().enumerate() {
         if r.action == Action::Deny || boxes[rule].is_empty() {
             continue;
         }
-        if let Some(by) = shadowing_denies(&denies, boxes, &boxes[rule]) {
+        if let Some(by) = shadowing_denies(denies, boxes, &boxes[rule]) {
             out.push(Shadowed { rule, by });
         }
     }
@@ -132,6 +144,9 @@ fn shadowing_denies(
         if let Some(&entry) = found.first() {
             by.push(denies.entry(entry).0);
             continue;
+        }
+        if !denies.may_cover(b) {
+            return None;
         }
         let touching = denies.intersecting(b);
         let candidates: Vec<&PacketBox> = touching.iter().map(|&e| &denies.entry(e).1).collect();

@@ -243,9 +243,10 @@ pub enum Group {
     /// ICMP in IPv4, ICMPv6 in IPv6 (what the interpreter parses a type of).
     Icmp,
     Other,
+    /// Non-first fragments (only when the policy keeps fragments): any
+    /// protocol, but no transport header to match ports, flags or types on.
+    Fragment,
 }
-
-const GROUPS: [Group; 4] = [Group::Tcp, Group::Udp, Group::Icmp, Group::Other];
 
 impl Group {
     fn protos(self, family: Family) -> ValueSet {
@@ -263,6 +264,7 @@ impl Group {
                 (u128::from(icmp), u128::from(icmp)),
             ])
             .complement(255),
+            Group::Fragment => ValueSet::full(255),
         }
     }
 }
@@ -362,13 +364,30 @@ impl Hull {
 /// family (a table is converted once however many rules use it).
 pub struct Space<'a> {
     tables: &'a [typed::Table],
+    /// The protocol groups packets can fall in.
+    groups: &'static [Group],
     cache: RefCell<HashMap<(TableId, Family), ValueSet>>,
 }
 
 impl<'a> Space<'a> {
-    pub fn new(tables: &'a [typed::Table]) -> Self {
+    /// `keeps_fragments`: whether non-first fragments reach the rules
+    /// (`fragments` other than `drop`).
+    pub fn new(tables: &'a [typed::Table], keeps_fragments: bool) -> Self {
+        const USUAL: &[Group] = &[Group::Tcp, Group::Udp, Group::Icmp, Group::Other];
+        const WITH_FRAGMENTS: &[Group] = &[
+            Group::Tcp,
+            Group::Udp,
+            Group::Icmp,
+            Group::Other,
+            Group::Fragment,
+        ];
         Space {
             tables,
+            groups: if keeps_fragments {
+                WITH_FRAGMENTS
+            } else {
+                USUAL
+            },
             cache: RefCell::new(HashMap::new()),
         }
     }
@@ -442,7 +461,7 @@ impl<'a> Space<'a> {
                 None => ValueSet::full(UNTAGGED),
             };
             let has_ports = m.src_ports.is_some() || m.dst_ports.is_some();
-            for group in GROUPS {
+            for &group in self.groups {
                 // A field the group's packets lack never matches (as in the
                 // interpreter), so the group drops out of the match.
                 let flags_ok = m.tcp_flags.is_none() || group == Group::Tcp;
@@ -553,7 +572,9 @@ pub fn union_covers(target: &PacketBox, candidates: &[&PacketBox]) -> Option<Vec
         let mut short = (0..DIMS).filter(|&d| !c.dims[d].is_superset(&target.dims[d]));
         match (short.next(), short.next()) {
             (None, _) => return Some(vec![i]),
-            (Some(dim), None) => by_dim[dim].push(i),
+            // It covers the other fields, so it meets the target iff it
+            // meets it here; one that does not adds nothing.
+            (Some(dim), None) if c.dims[dim].intersects(&target.dims[dim]) => by_dim[dim].push(i),
             _ => {}
         }
     }
@@ -673,6 +694,37 @@ pub struct Index {
     lens: Vec<HashMap<Family, BTreeSet<u8>>>,
     /// Per indexed field: entries sorted by (family, group, hull start).
     sorted: Vec<Vec<u32>>,
+    /// Per family and group: the union of every entry's values, field by
+    /// field. A box these do not hold is covered by no union of entries.
+    projections: HashMap<(Family, Group), [Vec<ValueSet>; DIMS]>,
+}
+
+/// Collects the union of many sets: small ones merged into one, large
+/// ones (tables, shared by many boxes) kept apart and unique, since
+/// merging a million intervals again for each group would cost more than
+/// the filter saves.
+#[derive(Default)]
+struct Projection {
+    small: Vec<(u128, u128)>,
+    large: Vec<ValueSet>,
+}
+
+impl Projection {
+    const LARGE: usize = 256;
+
+    fn add(&mut self, set: &ValueSet) {
+        if set.intervals().len() < Self::LARGE {
+            self.small.extend_from_slice(set.intervals());
+        } else if !self.large.iter().any(|l| Rc::ptr_eq(&l.0, &set.0)) {
+            self.large.push(set.clone());
+        }
+    }
+
+    fn finish(self) -> Vec<ValueSet> {
+        let mut sets = self.large;
+        sets.push(ValueSet::from_intervals(self.small));
+        sets
+    }
 }
 
 /// Entries by (family, group, hull length, hull start).
@@ -711,7 +763,19 @@ impl Index {
                 list
             })
             .collect();
+        let mut parts: HashMap<(Family, Group), [Projection; DIMS]> = HashMap::new();
+        for (_, b) in &entries {
+            let slot = parts.entry((b.family, b.group)).or_default();
+            for (dim, set) in b.dims.iter().enumerate() {
+                slot[dim].add(set);
+            }
+        }
+        let projections = parts
+            .into_iter()
+            .map(|(key, dims)| (key, dims.map(Projection::finish)))
+            .collect();
         Index {
+            projections,
             entries,
             hulls,
             by_hull,
@@ -783,6 +847,19 @@ impl Index {
             .collect();
         out.sort_unstable();
         out
+    }
+
+    /// Whether the union of all entries could cover `b`: false means no
+    /// set of entries does (a quick filter before [`Index::intersecting`]).
+    pub fn may_cover(&self, b: &PacketBox) -> bool {
+        self.projections
+            .get(&(b.family, b.group))
+            .is_some_and(|dims| {
+                dims.iter().zip(&b.dims).all(|(sets, mine)| {
+                    let sets: Vec<&ValueSet> = sets.iter().collect();
+                    union_is_superset(&sets, mine)
+                })
+            })
     }
 
     /// Entries whose box shares a packet with `b`, in index order.

@@ -102,8 +102,14 @@ fn parse_cidr_line(line: &str) -> Option<(usize, IpAddr, u32)> {
     let content = line.split('#').next().unwrap_or("");
     let token = content.trim();
     let (addr, len) = token.split_once('/')?;
-    let ip: IpAddr = addr.trim().parse().ok()?;
     let len: u32 = len.trim().parse().ok()?;
+    // A full-length prefix has no host bits: skip parsing the address
+    // (blocklists are mostly `/32`s, and may have a million lines).
+    let full = if addr.contains(':') { 128 } else { 32 };
+    if len == full {
+        return None;
+    }
+    let ip: IpAddr = addr.trim().parse().ok()?;
     let start = content.len() - content.trim_start().len();
     Some((start, ip, len))
 }

@@ -2,21 +2,19 @@
 //! IPv6 (`default = allow`, or an allow that can match IPv6).
 //!
 //! IPv6 cannot work without neighbor discovery: peers resolve the host's
-//! link-layer address with neighbor solicitations (ICMPv6 135/136). Drop
-//! them and the IPv6 traffic the policy allows never arrives. Quiet when an
-//! allow rule matches neighbor solicitations or advertisements itself: the
-//! author handles them by hand.
+//! link-layer address with neighbor solicitations and advertisements
+//! (ICMPv6 135/136). Drop them and the IPv6 traffic the policy allows never
+//! arrives. NDP is decided before any rule, so no allow can let it through.
+//! IPv6 that the denies drop entirely does not count as passed.
 
 use patronus_grammar::ast::{self, Verdict};
 
 use super::LintContext;
-use super::cover::{Group, ICMP, PacketBox, ValueSet, dim_max};
+use super::analysis::Analysis;
+use super::cover::{PacketBox, Space};
 use crate::codes::Code;
 use crate::diag::{Diagnostic, Label};
-use crate::typed::Family;
-
-const NEIGHBOR_SOLICITATION: u128 = 135;
-const NEIGHBOR_ADVERTISEMENT: u128 = 136;
+use crate::typed::{Family, Match};
 
 pub fn check(ctx: &LintContext) -> Vec<Diagnostic> {
     let policy = ctx.policy;
@@ -26,24 +24,29 @@ pub fn check(ctx: &LintContext) -> Vec<Diagnostic> {
     let Some(ndp) = option_entry(ctx.ast, "ndp") else {
         return Vec::new();
     };
-    let analysis = super::analysis::Analysis::of(policy);
-    let boxes = &analysis.boxes;
-    let allows = || {
+    let analysis = Analysis::of(policy);
+    // IPv6 packets some allow (or the default) passes: the part of its
+    // packets that are IPv6 and that the denies do not all drop.
+    let passes_ipv6 = |boxes: &[PacketBox]| {
+        let v6: Vec<PacketBox> = boxes
+            .iter()
+            .filter(|b| b.family == Family::Ipv6)
+            .cloned()
+            .collect();
+        !v6.is_empty() && analysis.denied(&v6).is_none()
+    };
+    let passes = if policy.options.default == Verdict::Pass {
+        let everything =
+            Space::new(&policy.tables, !policy.options.fragments_drop).boxes(&Match::default());
+        option_entry(ctx.ast, "default")
+            .filter(|_| passes_ipv6(&everything))
+            .map(|e| (e.span, "the default passes IPv6"))
+    } else {
         policy
             .rules
             .iter()
             .enumerate()
-            .filter(|(_, r)| r.action == ast::Action::Allow)
-    };
-    let nd = neighbor_discovery();
-    if allows().any(|(i, _)| boxes[i].iter().any(|b| b.intersects(&nd))) {
-        return Vec::new();
-    }
-    let passes = if policy.options.default == Verdict::Pass {
-        option_entry(ctx.ast, "default").map(|e| (e.span, "the default passes IPv6"))
-    } else {
-        allows()
-            .find(|(i, _)| boxes[*i].iter().any(|b| b.family == Family::Ipv6))
+            .find(|(i, r)| r.action == ast::Action::Allow && passes_ipv6(&analysis.boxes[*i]))
             .map(|(_, r)| (r.span, "this rule passes IPv6"))
     };
     let Some((span, text)) = passes else {
@@ -76,20 +79,4 @@ fn option_entry<'a>(policy: &'a ast::Policy, key: &str) -> Option<&'a ast::Optio
         })
         .flat_map(|o| &o.entries)
         .rfind(|e| e.key.name == key && e.sub.is_none())
-}
-
-/// Neighbor solicitations and advertisements, from anywhere to anywhere.
-fn neighbor_discovery() -> PacketBox {
-    let family = Family::Ipv6;
-    let mut dims = std::array::from_fn(|dim| ValueSet::full(dim_max(family, dim)));
-    dims[super::cover::PROTO] = ValueSet::single(crate::typed::PROTO_ICMPV6.into());
-    dims[ICMP] = ValueSet::from_intervals(vec![(
-        NEIGHBOR_SOLICITATION << 8,
-        (NEIGHBOR_ADVERTISEMENT << 8) | 0xff,
-    )]);
-    PacketBox {
-        family,
-        group: Group::Icmp,
-        dims,
-    }
 }

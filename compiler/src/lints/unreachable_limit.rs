@@ -5,7 +5,9 @@
 //! are dropped by the default anyway, and established ones are never
 //! charged. Such a limit changes nothing; most often the author expected
 //! the limit to also let the traffic through (write `allow ... rate`).
-//! Limits a deny covers are left to shadowed-rule.
+//! Limits a deny covers are left to shadowed-rule. A limit that shares
+//! packets with a later limit is not reported either: when its bucket is
+//! empty it stops the later one from being charged, which matters.
 
 use std::collections::BTreeSet;
 
@@ -27,12 +29,27 @@ pub fn check(ctx: &LintContext) -> Vec<Diagnostic> {
     let boxes = &analysis.boxes;
     let shadowed: BTreeSet<usize> = analysis.shadowed.iter().map(|s| s.rule).collect();
     let allows = analysis::index_of(policy, boxes, Action::Allow);
+    let limits = analysis::index_of(policy, boxes, Action::Limit);
+    // A limit whose bucket runs dry stops the charging of the rate rules
+    // after it (LANGUAGE.md §3, file order), so one that shares packets
+    // with a later limit can change that limit's verdicts: not reported.
+    let feeds_later_limit = |i: usize| {
+        boxes[i].iter().any(|b| {
+            limits
+                .intersecting(b)
+                .into_iter()
+                .any(|e| limits.entry(e).0 > i)
+        })
+    };
     policy
         .rules
         .iter()
         .enumerate()
-        .filter(|(i, r)| r.action == Action::Limit && !shadowed.contains(i))
+        .filter(|(i, r)| {
+            r.action == Action::Limit && !shadowed.contains(i) && !boxes[*i].is_empty()
+        })
         .filter(|(i, _)| boxes[*i].iter().all(|b| allows.intersecting(b).is_empty()))
+        .filter(|(i, _)| !feeds_later_limit(*i))
         .map(|(_, r)| {
             Diagnostic::new(
                 Code::UnreachableLimit,
