@@ -386,4 +386,3 @@ fn duration_text(ns: u64) -> String {
         format!("{} ms", ns / 1_000_000)
     }
 }
-

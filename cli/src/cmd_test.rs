@@ -1,15 +1,29 @@
 //! `patronusc test`: runs the `test` blocks of policies (LANGUAGE.md §7).
 //!
 //! Each block runs against a fresh engine (empty conntrack, full buckets).
-//! Time is virtual: the clock starts at 0 and advances 1 ms before every
-//! packet sent, inbound or out, and before each repetition of a `repeat N`
-//! step, so a block of N packets spans N ms (rate limits see 1000 packets/s).
+//!
+//! Engines (`--engine`):
+//! - `kernel`: the policy is compiled (check, `ir::lower`, `codegen::compile`),
+//!   loaded with the runtime, and every `expect` packet runs through the XDP
+//!   program and every `out` packet through the tc egress program under
+//!   `BPF_PROG_TEST_RUN`. Before each block the stateful maps (conntrack,
+//!   buckets, counters) are cleared. The program reads the kernel's clock, so
+//!   packets are microseconds apart. A failing step's deciding phase and rule
+//!   come from the counters the packet moved.
+//! - `interpreter`: the reference interpreter. Time is virtual: the clock
+//!   starts at 0 and advances 1 ms before every packet sent, inbound or out,
+//!   and before each repetition of a `repeat N` step, so a block of N packets
+//!   spans N ms (rate limits see 1000 packets/s).
+//! - `auto` (default): the kernel when this process can load and test-run
+//!   BPF programs, else the interpreter, saying so on stderr.
 //!
 //! Output (stdout): one line per block, then for each failing block its first
 //! failing step with the expected and actual verdict, the deciding phase and
 //! rule, the step and the rule underlined in the source; then a summary.
 //! Exit 0 when every test passes, 1 when one failed, 2 on usage, I/O or
-//! compile errors (the diagnostics go to stderr).
+//! compile errors (the diagnostics go to stderr), on kernel errors (load,
+//! verifier, test run), and with `--engine kernel` when the kernel cannot
+//! be used.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -20,10 +34,13 @@ use codespan_reporting::files::SimpleFiles;
 use codespan_reporting::term::{self, termcolor};
 use patronus_compiler::diag::{FileId, Files};
 use patronus_compiler::interp::Interpreter;
+use patronus_codegen::insn::kernel::xdp_action;
+use patronus_compiler::ir;
 use patronus_compiler::semantics::{Counter, Outcome, Phase};
 use patronus_compiler::typed::{Policy, RuleId, Test, TestStep};
 use patronus_compiler::{check, packet};
-use patronus_grammar::ast::{Span, Verdict};
+use patronus_grammar::ast::{Action, Span, Verdict};
+use patronus_runtime::{Image, Loaded, ProgramKind, RuntimeError};
 
 use crate::common::{
     CliError, ColorArgs, FsTableLoader, Status, print_human_diagnostics, read_policy, write_stdout,
@@ -38,7 +55,7 @@ pub struct TestArgs {
     #[arg(value_name = "POLICY", required = true)]
     pub policies: Vec<PathBuf>,
     /// What evaluates the packets.
-    #[arg(long, value_enum, default_value_t = Engine::Interpreter)]
+    #[arg(long, value_enum, default_value_t = Engine::Auto)]
     pub engine: Engine,
     #[command(flatten)]
     pub color: ColorArgs,
@@ -46,6 +63,11 @@ pub struct TestArgs {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Engine {
+    /// The kernel when it can be used, else the interpreter.
+    Auto,
+    /// The compiled program in the kernel (BPF_PROG_TEST_RUN); fails when
+    /// the kernel cannot be used.
+    Kernel,
     /// The reference interpreter in the compiler.
     Interpreter,
 }
@@ -53,7 +75,29 @@ pub enum Engine {
 impl Engine {
     fn describe(self) -> &'static str {
         match self {
+            Engine::Auto => "auto",
+            Engine::Kernel => "kernel, BPF_PROG_TEST_RUN",
             Engine::Interpreter => "reference interpreter",
+        }
+    }
+
+    /// `Kernel` or `Interpreter`: what `self` means on this machine.
+    fn resolve(self) -> Result<Engine, CliError> {
+        match self {
+            Engine::Interpreter => Ok(Engine::Interpreter),
+            Engine::Kernel => match patronus_runtime::probe() {
+                Ok(()) => Ok(Engine::Kernel),
+                Err(error) => Err(CliError::new(format!("--engine kernel: {error}"))),
+            },
+            Engine::Auto => match patronus_runtime::probe() {
+                Ok(()) => Ok(Engine::Kernel),
+                Err(error) => {
+                    eprintln!(
+                        "patronusc: {error}\npatronusc: falling back to the reference interpreter"
+                    );
+                    Ok(Engine::Interpreter)
+                }
+            },
         }
     }
 }
@@ -94,6 +138,7 @@ pub fn run_test<'t>(policy: &Policy, test: &'t Test) -> Option<Failure<'t>> {
 }
 
 pub fn run(args: &TestArgs) -> Result<Status, CliError> {
+    let engine = args.engine.resolve()?;
     let mut passed = 0usize;
     let mut failed = 0usize;
     let mut broken_policies = 0usize;
@@ -109,15 +154,39 @@ pub fn run(args: &TestArgs) -> Result<Status, CliError> {
                 continue;
             }
         };
+        let mut kernel = if engine == Engine::Kernel && !policy.tests.is_empty() {
+            match KernelPolicy::load(&policy) {
+                Ok(kernel) => Some(kernel),
+                Err(error) => {
+                    eprintln!("patronusc: error: {}: {error}", path.display());
+                    broken_policies += 1;
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
         let mut report = format!(
             "running {} from {} (engine: {})\n",
             plural(policy.tests.len(), "test"),
             path.display(),
-            args.engine.describe()
+            engine.describe()
         );
         let mut failures = Vec::new();
+        let mut kernel_error = false;
         for test in &policy.tests {
-            match run_test(&policy, test) {
+            let result = match &mut kernel {
+                Some(kernel) => match kernel.run_test(&policy, test) {
+                    Ok(result) => result,
+                    Err(error) => {
+                        kernel_error = true;
+                        let _ = writeln!(report, "test {:?} ... ERROR: {error}", test.name);
+                        continue;
+                    }
+                },
+                None => run_test(&policy, test),
+            };
+            match result {
                 None => {
                     passed += 1;
                     let _ = writeln!(report, "test {:?} ... ok", test.name);
@@ -137,6 +206,9 @@ pub fn run(args: &TestArgs) -> Result<Status, CliError> {
         }
         report.push('\n');
         write_stdout(&report)?;
+        if kernel_error {
+            broken_policies += 1;
+        }
     }
     let result = if failed == 0 { "ok" } else { "FAILED" };
     write_stdout(&format!(
@@ -144,12 +216,170 @@ pub fn run(args: &TestArgs) -> Result<Status, CliError> {
     ))?;
     if broken_policies > 0 {
         return Err(CliError::new(format!(
-            "{} of {} did not compile",
+            "{} of {} did not compile or load",
             plural(broken_policies, "policy"),
             args.policies.len()
         )));
     }
     Ok(Status::failure_if(failed > 0))
+}
+
+/// A policy compiled and loaded into the kernel, ready to run its test
+/// blocks: the kernel engine of `patronusc test`, also used by the kernel
+/// tests of the root `tests` crate.
+pub struct KernelPolicy {
+    pub program: ir::Program,
+    pub object: patronus_codegen::Object,
+    pub loaded: Loaded,
+    /// The per-CPU counters map (`program.counters` order), if the object has one.
+    stats_map: Option<String>,
+}
+
+/// Why a policy could not be put into the kernel.
+#[derive(Debug)]
+pub enum KernelError {
+    Codegen(patronus_codegen::CodegenError),
+    Runtime(RuntimeError),
+}
+
+impl std::fmt::Display for KernelError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KernelError::Codegen(e) => write!(f, "code generation failed: {e}"),
+            KernelError::Runtime(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for KernelError {}
+
+/// The name of the per-CPU counters map (`ir::plan`).
+const STATS_MAP: &str = "stats";
+
+impl KernelPolicy {
+    /// Lowers, compiles and loads a checked policy.
+    pub fn load(policy: &Policy) -> Result<KernelPolicy, KernelError> {
+        let program = ir::lower(policy);
+        let object = patronus_codegen::compile(&program).map_err(KernelError::Codegen)?;
+        let loaded = Loaded::load(&Image::from(&object)).map_err(KernelError::Runtime)?;
+        let stats_map = loaded
+            .map_names()
+            .any(|name| name == STATS_MAP)
+            .then(|| STATS_MAP.to_owned());
+        Ok(KernelPolicy {
+            program,
+            object,
+            loaded,
+            stats_map,
+        })
+    }
+
+    /// Runs one test block on fresh state (stateful maps cleared):
+    /// `expect` packets through the XDP program, `out` packets through the
+    /// tc egress program. `Ok(None)` when every step held.
+    pub fn run_test<'t>(
+        &mut self,
+        policy: &Policy,
+        test: &'t Test,
+    ) -> Result<Option<Failure<'t>>, RuntimeError> {
+        self.loaded.reset_state()?;
+        for step in &test.steps {
+            let frame = packet::build(&step.packet);
+            for repetition in 0..step.packet.repeat.max(1) {
+                let Some(expected) = step.expect else {
+                    self.send_out(policy, &frame)?;
+                    continue;
+                };
+                let before = self.counters()?;
+                let run = self.loaded.run_xdp(&frame)?;
+                let verdict = match run.retval as i32 {
+                    xdp_action::PASS => Verdict::Pass,
+                    xdp_action::DROP => Verdict::Drop,
+                    other => {
+                        return Err(RuntimeError::TestRun {
+                            kind: ProgramKind::Xdp,
+                            frame_len: frame.len(),
+                            error: std::io::Error::other(format!(
+                                "the program returned {other}, neither XDP_PASS nor XDP_DROP"
+                            )),
+                        });
+                    }
+                };
+                if verdict != expected {
+                    let after = self.counters()?;
+                    return Ok(Some(Failure {
+                        step,
+                        repetition,
+                        expected,
+                        outcome: self.outcome(verdict, &before, &after),
+                    }));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// An `out` packet: through the egress program, which records the flow.
+    /// Without conntrack there is nothing to record and no egress program.
+    fn send_out(&self, policy: &Policy, frame: &[u8]) -> Result<(), RuntimeError> {
+        if !self.loaded.has_program(ProgramKind::Tc) && !policy.options.conntrack {
+            return Ok(());
+        }
+        self.loaded.run_tc(frame).map(drop)
+    }
+
+    fn counters(&self) -> Result<Vec<u64>, RuntimeError> {
+        match &self.stats_map {
+            Some(name) => Ok(self
+                .loaded
+                .read_counters(name)?
+                .into_iter()
+                .map(|words| words.first().copied().unwrap_or(0))
+                .collect()),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// What the packet did, read back from the counters it moved: the
+    /// phase counter that moved is the deciding phase; the deciding rule is
+    /// the moved rule counter whose action fits that phase.
+    fn outcome(&self, verdict: Verdict, before: &[u64], after: &[u64]) -> Outcome {
+        let moved: Vec<Counter> = after
+            .iter()
+            .zip(before)
+            .enumerate()
+            .filter(|(_, (a, b))| a > b)
+            .filter_map(|(i, _)| self.program.counters.get(i).copied())
+            .collect();
+        let phase = moved
+            .iter()
+            .find_map(|c| match c {
+                Counter::Phase(p) => Some(*p),
+                Counter::Rule(_) => None,
+            })
+            .unwrap_or(Phase::Default);
+        let fits = |rule: RuleId| {
+            let Some(info) = self.program.rules.get(rule.0 as usize) else {
+                return false;
+            };
+            match phase {
+                Phase::Deny => info.action == Action::Deny,
+                Phase::Allow => info.action == Action::Allow,
+                Phase::RateLimit => info.rate.is_some(),
+                _ => false,
+            }
+        };
+        let rule = moved.iter().rev().find_map(|c| match c {
+            Counter::Rule(rule) if fits(*rule) => Some(*rule),
+            _ => None,
+        });
+        Outcome {
+            verdict,
+            phase,
+            rule,
+            counters: moved,
+        }
+    }
 }
 
 /// The failing step and the deciding rule, underlined rustc style.

@@ -63,12 +63,20 @@ pub fn mask(addr: IpAddr, len: u8) -> IpAddr {
     match addr {
         IpAddr::V4(a) => {
             let bits = u32::from(a);
-            let m = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len.min(32))) };
+            let m = if len == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(len.min(32)))
+            };
             IpAddr::V4(Ipv4Addr::from(bits & m))
         }
         IpAddr::V6(a) => {
             let bits = u128::from(a);
-            let m = if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len.min(128))) };
+            let m = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(len.min(128)))
+            };
             IpAddr::V6(Ipv6Addr::from(bits & m))
         }
     }
@@ -133,6 +141,9 @@ mod tests {
             PortRange { lo: 81, hi: 90 },
             PortRange { lo: 22, hi: 22 },
         ]);
-        assert_eq!(r, vec![PortRange { lo: 22, hi: 22 }, PortRange { lo: 80, hi: 90 }]);
+        assert_eq!(
+            r,
+            vec![PortRange { lo: 22, hi: 22 }, PortRange { lo: 80, hi: 90 }]
+        );
     }
 }
