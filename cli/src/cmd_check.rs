@@ -61,12 +61,8 @@ pub fn tool_info() -> render::ToolInfo {
     render::ToolInfo {
         name: "patronusc".to_string(),
         version: env!("CARGO_PKG_VERSION").to_string(),
-        information_uri: INFORMATION_URI.to_string(),
     }
 }
-
-/// Where SARIF consumers send users to learn about the tool and its codes.
-const INFORMATION_URI: &str = "https://github.com/patronus-lang/patronus/blob/main/docs/cli.md";
 
 pub fn run(args: &CheckArgs) -> Result<Status, CliError> {
     if let Some(code) = &args.explain {

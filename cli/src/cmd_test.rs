@@ -32,9 +32,9 @@ use clap::{Args, ValueEnum};
 use codespan_reporting::diagnostic::{Diagnostic as CsDiagnostic, Label as CsLabel, Severity};
 use codespan_reporting::files::SimpleFiles;
 use codespan_reporting::term::{self, termcolor};
+use patronus_codegen::insn::kernel::xdp_action;
 use patronus_compiler::diag::{FileId, Files};
 use patronus_compiler::interp::Interpreter;
-use patronus_codegen::insn::kernel::xdp_action;
 use patronus_compiler::ir;
 use patronus_compiler::semantics::{Counter, Outcome, Phase};
 use patronus_compiler::typed::{Policy, RuleId, Test, TestStep};
@@ -216,7 +216,7 @@ pub fn run(args: &TestArgs) -> Result<Status, CliError> {
     ))?;
     if broken_policies > 0 {
         return Err(CliError::new(format!(
-            "{} of {} did not compile or load",
+            "{} of {} did not compile, load or run",
             plural(broken_policies, "policy"),
             args.policies.len()
         )));
@@ -344,13 +344,16 @@ impl KernelPolicy {
     /// phase counter that moved is the deciding phase; the deciding rule is
     /// the moved rule counter whose action fits that phase.
     fn outcome(&self, verdict: Verdict, before: &[u64], after: &[u64]) -> Outcome {
-        let moved: Vec<Counter> = after
+        let mut moved: Vec<Counter> = after
             .iter()
             .zip(before)
             .enumerate()
             .filter(|(_, (a, b))| a > b)
             .filter_map(|(i, _)| self.program.counters.get(i).copied())
             .collect();
+        // The interpreter lists counters in the order the packet touched
+        // them: rules as their phases run, the deciding phase last.
+        moved.sort_by_key(|c| matches!(c, Counter::Phase(_)));
         let phase = moved
             .iter()
             .find_map(|c| match c {

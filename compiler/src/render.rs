@@ -215,7 +215,6 @@ fn github_property(text: &str) -> String {
 pub struct ToolInfo {
     pub name: String,
     pub version: String,
-    pub information_uri: String,
 }
 
 const SARIF_SCHEMA: &str =
@@ -236,7 +235,6 @@ pub fn sarif(batches: &[(&Files, &[Diagnostic])], tool: &ToolInfo) -> String {
                     "name": tool.name,
                     "version": tool.version,
                     "semanticVersion": tool.version,
-                    "informationUri": tool.information_uri,
                     "rules": rules,
                 }
             }),
@@ -503,7 +501,6 @@ mod tests {
         let tool = ToolInfo {
             name: "patronusc".into(),
             version: "0.1.0".into(),
-            information_uri: "https://example.invalid/".into(),
         };
         let log: Value = serde_json::from_str(&sarif(&[(&files, &diagnostics)], &tool)).unwrap();
         let run = &log["runs"][0];
