@@ -1,8 +1,16 @@
-//! `patronusc build`: checks a policy, lowers it, and emits the lowered IR
-//! (`--emit ir`) or the map plan with every entry (`--emit maps`) as the
-//! deterministic text of `patronus_compiler::ir::text`.
+//! `patronusc build`: checks a policy, lowers it and compiles it.
+//!
+//! - `build POLICY -o policy.o` writes the loadable object (ELF: the XDP
+//!   program, the tc egress program when conntrack is on, BTF-defined maps)
+//!   and, beside it, `policy.maps`: the maps' initial contents in the text
+//!   format of `patronus_codegen::abi::encode_images` (one `map` header per
+//!   map, then one `KEYHEX VALUEHEX` line per entry). A loader fills the
+//!   maps from it after creating them; the object alone starts empty.
+//! - `--emit asm` prints the annotated disassembly of the program(s).
+//! - `--emit ir` / `--emit maps` print the lowered IR or the map plan with
+//!   every entry, as the deterministic text of `patronus_compiler::ir::text`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use patronus_compiler::diag::Files;
@@ -17,10 +25,11 @@ pub struct BuildArgs {
     /// The policy file.
     #[arg(value_name = "POLICY")]
     pub policy: PathBuf,
-    /// What to emit.
+    /// Print a text form instead of writing the object.
     #[arg(long, value_enum)]
-    pub emit: Emit,
-    /// Write here instead of stdout.
+    pub emit: Option<Emit>,
+    /// The object to write (with `--emit`: write the text here instead of
+    /// stdout). The map contents go beside it, extension `.maps`.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
     #[command(flatten)]
@@ -33,9 +42,26 @@ pub enum Emit {
     Ir,
     /// The BPF maps the program needs and their initial contents.
     Maps,
+    /// The generated eBPF program, disassembled and annotated.
+    Asm,
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
+    std::fs::write(path, bytes)
+        .map_err(|err| CliError::new(format!("cannot write `{}`: {err}", path.display())))
+}
+
+/// The map-contents file written beside the object `path`.
+pub fn maps_path(object: &Path) -> PathBuf {
+    object.with_extension("maps")
 }
 
 pub fn run(args: &BuildArgs) -> Result<Status, CliError> {
+    if args.emit.is_none() && args.output.is_none() {
+        return Err(CliError::new(
+            "nothing to do: give `-o FILE` to write the object, or `--emit ir|maps|asm`",
+        ));
+    }
     let mut files = Files::new();
     let file = read_policy(&mut files, &args.policy)?;
     let checked = patronus_compiler::check(&mut files, file, &FsTableLoader);
@@ -46,14 +72,31 @@ pub fn run(args: &BuildArgs) -> Result<Status, CliError> {
         _ => return Ok(Status::Failure),
     };
     let program = ir::lower(&policy);
+    let compile = || {
+        patronus_codegen::compile(&program).map_err(|err| {
+            CliError::new(format!(
+                "cannot compile `{}`: {err}",
+                args.policy.display()
+            ))
+        })
+    };
     let text = match args.emit {
-        Emit::Ir => ir::text::ir(&program),
-        Emit::Maps => ir::text::maps(&program),
+        Some(Emit::Ir) => ir::text::ir(&program),
+        Some(Emit::Maps) => ir::text::maps(&program),
+        Some(Emit::Asm) => compile()?.listing,
+        None => {
+            let object = compile()?;
+            // `output` is set: checked above.
+            let path = args.output.as_deref().unwrap_or(Path::new("policy.o"));
+            write_file(path, &object.elf)?;
+            let images = patronus_codegen::abi::encode_images(&object.maps);
+            write_file(&maps_path(path), images.as_bytes())?;
+            return Ok(Status::Success);
+        }
     };
     match &args.output {
         None => write_stdout(&text)?,
-        Some(path) => std::fs::write(path, text)
-            .map_err(|err| CliError::new(format!("cannot write `{}`: {err}", path.display())))?,
+        Some(path) => write_file(path, text.as_bytes())?,
     }
     Ok(Status::Success)
 }

@@ -40,7 +40,7 @@ use patronus_compiler::semantics::{Counter, Outcome, Phase};
 use patronus_compiler::typed::{Policy, RuleId, Test, TestStep};
 use patronus_compiler::{check, packet};
 use patronus_grammar::ast::{Action, Span, Verdict};
-use patronus_runtime::{Image, Loaded, ProgramKind, RuntimeError};
+use patronus_runtime::{Loaded, ProgramKind, RuntimeError};
 
 use crate::common::{
     CliError, ColorArgs, FsTableLoader, Status, print_human_diagnostics, read_policy, write_stdout,
@@ -261,7 +261,7 @@ impl KernelPolicy {
     pub fn load(policy: &Policy) -> Result<KernelPolicy, KernelError> {
         let program = ir::lower(policy);
         let object = patronus_codegen::compile(&program).map_err(KernelError::Codegen)?;
-        let loaded = Loaded::load(&Image::from(&object)).map_err(KernelError::Runtime)?;
+        let loaded = Loaded::load_object(&object).map_err(KernelError::Runtime)?;
         let stats_map = loaded
             .map_names()
             .any(|name| name == STATS_MAP)

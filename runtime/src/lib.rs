@@ -1,1 +1,22 @@
-//! placeholder
+//! Patronus runtime: the only crate that talks to the kernel.
+//!
+//! - [`Loaded`]: an object loaded with aya — maps created and filled from
+//!   their images (batched updates where the kernel allows), XDP and tc
+//!   programs verified — with `BPF_PROG_TEST_RUN` test runs, counter reads
+//!   and state resets.
+//! - [`probe`]: whether this process can load and test-run programs at all.
+//! - [`RuntimeError`]: every failure as data; verifier rejections carry the
+//!   log's last lines and the listing's annotation of the failing
+//!   instruction.
+//!
+//! Byte layouts of keys and values belong to codegen; the runtime writes
+//! the bytes it is given and reads counters as u64 words.
+
+pub mod error;
+pub mod loaded;
+pub mod sys;
+
+pub use error::RuntimeError;
+pub use loaded::{Image, Loaded, MapFill, MapShape, ProgramStats, TestRun, probe};
+pub use patronus_codegen::elf::ProgramKind;
+pub mod testing;

@@ -37,8 +37,7 @@ pub fn policy_files() -> Vec<PathBuf> {
 
 /// Checks a policy file (tables relative to it); panics on errors.
 pub fn check_policy(path: &Path) -> (Files, Policy) {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut files = Files::new();
     let file = files.add(path.display().to_string(), text);
     let checked = check(&mut files, file, &FsTableLoader);
@@ -103,4 +102,92 @@ pub fn run(program: &str, args: &[&str]) -> String {
         output.status
     );
     text
+}
+
+/// A network namespace with a veth pair `pt0`/`pt1` (documentation
+/// addresses), deleted when dropped.
+pub struct Netns(pub String);
+
+impl Netns {
+    pub fn with_veth(label: &str) -> Netns {
+        let name = format!("patronus-{label}-{}", std::process::id());
+        // A leftover from a killed run would make `add` fail.
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &name])
+            .output();
+        run("ip", &["netns", "add", &name]);
+        let ns = Netns(name);
+        let n = ns.0.as_str();
+        run(
+            "ip",
+            &[
+                "-n", n, "link", "add", "pt0", "type", "veth", "peer", "name", "pt1",
+            ],
+        );
+        run(
+            "ip",
+            &["-n", n, "addr", "add", "192.0.2.1/24", "dev", "pt0"],
+        );
+        run(
+            "ip",
+            &["-n", n, "addr", "add", "192.0.2.2/24", "dev", "pt1"],
+        );
+        run("ip", &["-n", n, "link", "set", "pt0", "up"]);
+        run("ip", &["-n", n, "link", "set", "pt1", "up"]);
+        ns
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .output();
+    }
+}
+
+/// `ip link set dev pt0 xdp obj OBJECT sec xdp` inside `ns`, checks the
+/// program shows on the link, then detaches it.
+pub fn attach_xdp_in_netns(ns: &Netns, object: &Path) {
+    let n = ns.0.as_str();
+    let object_arg = object.display().to_string();
+    run(
+        "ip",
+        &[
+            "-n",
+            n,
+            "link",
+            "set",
+            "dev",
+            "pt0",
+            "xdp",
+            "obj",
+            &object_arg,
+            "sec",
+            "xdp",
+        ],
+    );
+    let shown = run("ip", &["-n", n, "-d", "link", "show", "dev", "pt0"]);
+    assert!(
+        shown.contains("prog/xdp"),
+        "{}: no XDP program on pt0:\n{shown}",
+        object.display()
+    );
+    run("ip", &["-n", n, "link", "set", "dev", "pt0", "xdp", "off"]);
+}
+
+/// `bpftool prog loadall OBJECT DIR` with a fresh pin directory under
+/// /sys/fs/bpf, removed afterwards; at least one program must be pinned.
+pub fn bpftool_loadall(object: &Path) {
+    let pins = TempDir::new_in(Path::new("/sys/fs/bpf"), "bpftool");
+    let pin_dir = pins.0.join("progs");
+    let object_arg = object.display().to_string();
+    let pin_arg = pin_dir.display().to_string();
+    run("bpftool", &["prog", "loadall", &object_arg, &pin_arg]);
+    let pinned = std::fs::read_dir(&pin_dir).map(|d| d.count()).unwrap_or(0);
+    assert!(
+        pinned >= 1,
+        "{}: nothing pinned under {pin_arg}",
+        object.display()
+    );
 }

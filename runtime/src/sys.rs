@@ -1,0 +1,358 @@
+//! Raw `bpf(2)` commands that aya does not expose: program test runs,
+//! batched and single map updates, lookups, key iteration, object info,
+//! and the minimal program load the kernel probe uses.
+//!
+//! Each command has its own `#[repr(C)]` slice of `union bpf_attr`; the
+//! kernel accepts an attribute shorter than its union (the rest counts as
+//! zero). Failures come back as [`io::Error`] with the errno; callers turn
+//! them into [`RuntimeError`](crate::RuntimeError)s that name the map or
+//! program.
+
+use std::io;
+use std::mem::size_of;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+
+/// `ENOTSUPP` (kernel-internal, leaks to user space from the batch ops).
+pub const ENOTSUPP: i32 = 524;
+
+/// `BPF_ANY`: create or overwrite.
+const BPF_ANY: u64 = 0;
+
+fn ptr<T>(p: *const T) -> u64 {
+    p as usize as u64
+}
+
+/// Issues one `bpf(cmd, attr, sizeof attr)` call.
+///
+/// # Safety
+/// `attr` must be the layout the kernel expects for `cmd`, and every
+/// pointer in it must be valid for the sizes it states.
+unsafe fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
+    // SAFETY: forwarded from the caller; the size is that of `T`.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut T as *mut libc::c_void,
+            size_of::<T>() as libc::c_uint,
+        )
+    };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct TestRunAttr {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+    ctx_size_in: u32,
+    ctx_size_out: u32,
+    ctx_in: u64,
+    ctx_out: u64,
+    flags: u32,
+    cpu: u32,
+    batch_size: u32,
+    _pad: u32,
+}
+
+/// What one `BPF_PROG_TEST_RUN` reports.
+pub struct TestRunResult {
+    pub retval: u32,
+    /// Mean nanoseconds per run.
+    pub duration_ns: u32,
+    /// The bytes of the packet after the program (`data_out`).
+    pub data_out: Vec<u8>,
+}
+
+/// Runs `prog` on `data` `repeat` times (`BPF_PROG_TEST_RUN`).
+pub fn prog_test_run(prog: BorrowedFd<'_>, data: &[u8], repeat: u32) -> io::Result<TestRunResult> {
+    // Room for programs that grow the packet (adjust_head/tail).
+    let mut out = vec![0u8; data.len() + 512];
+    let mut attr = TestRunAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        data_size_in: data.len() as u32,
+        data_size_out: out.len() as u32,
+        data_in: ptr(data.as_ptr()),
+        data_out: ptr(out.as_mut_ptr()),
+        repeat,
+        ..TestRunAttr::default()
+    };
+    // SAFETY: data and out outlive the call and have the stated sizes.
+    unsafe { bpf(BPF_PROG_TEST_RUN, &mut attr)? };
+    out.truncate((attr.data_size_out as usize).min(out.len()));
+    Ok(TestRunResult {
+        retval: attr.retval,
+        duration_ns: attr.duration,
+        data_out: out,
+    })
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct MapElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+pub fn map_update_elem(map: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> io::Result<()> {
+    let mut attr = MapElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: ptr(key.as_ptr()),
+        value: ptr(value.as_ptr()),
+        flags: BPF_ANY,
+        ..MapElemAttr::default()
+    };
+    // SAFETY: the caller checked key and value against the map's sizes.
+    unsafe { bpf(BPF_MAP_UPDATE_ELEM, &mut attr) }.map(drop)
+}
+
+/// Looks `key` up into `value` (sized by the caller: for per-CPU maps,
+/// one 8-byte-aligned slot per possible CPU). `Ok(false)`: no such key.
+pub fn map_lookup_elem(map: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> io::Result<bool> {
+    let mut attr = MapElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: ptr(key.as_ptr()),
+        value: ptr(value.as_mut_ptr()),
+        ..MapElemAttr::default()
+    };
+    // SAFETY: the caller sized key and value for the map.
+    match unsafe { bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) } {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+pub fn map_delete_elem(map: BorrowedFd<'_>, key: &[u8]) -> io::Result<bool> {
+    let mut attr = MapElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: ptr(key.as_ptr()),
+        ..MapElemAttr::default()
+    };
+    // SAFETY: the caller sized key for the map.
+    match unsafe { bpf(BPF_MAP_DELETE_ELEM, &mut attr) } {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The key after `key` (the first key when `key` is `None`), written to
+/// `next`. `Ok(false)`: no more keys.
+pub fn map_get_next_key(
+    map: BorrowedFd<'_>,
+    key: Option<&[u8]>,
+    next: &mut [u8],
+) -> io::Result<bool> {
+    let mut attr = MapElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: key.map_or(0, |k| ptr(k.as_ptr())),
+        value: ptr(next.as_mut_ptr()),
+        ..MapElemAttr::default()
+    };
+    // SAFETY: the caller sized key and next for the map.
+    match unsafe { bpf(BPF_MAP_GET_NEXT_KEY, &mut attr) } {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// `BPF_MAP_UPDATE_BATCH` of `count` entries laid end to end in `keys` and
+/// `values`. On error, also returns how many entries the kernel applied.
+pub fn map_update_batch(
+    map: BorrowedFd<'_>,
+    keys: &[u8],
+    values: &[u8],
+    count: u32,
+) -> Result<(), (io::Error, u32)> {
+    let mut attr = BatchAttr {
+        keys: ptr(keys.as_ptr()),
+        values: ptr(values.as_ptr()),
+        count,
+        map_fd: map.as_raw_fd() as u32,
+        elem_flags: BPF_ANY,
+        ..BatchAttr::default()
+    };
+    // SAFETY: keys and values hold `count` entries of the map's sizes.
+    match unsafe { bpf(BPF_MAP_UPDATE_BATCH, &mut attr) } {
+        Ok(_) => Ok(()),
+        Err(e) => Err((e, attr.count)),
+    }
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct InfoAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+/// The head of `struct bpf_map_info` (the fields we read).
+#[repr(C)]
+#[derive(Default, Clone, Copy, Debug)]
+pub struct MapInfo {
+    pub map_type: u32,
+    pub id: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+    pub map_flags: u32,
+    pub name: [u8; 16],
+}
+
+pub fn map_info(map: BorrowedFd<'_>) -> io::Result<MapInfo> {
+    let mut info = MapInfo::default();
+    let mut attr = InfoAttr {
+        bpf_fd: map.as_raw_fd() as u32,
+        info_len: size_of::<MapInfo>() as u32,
+        info: ptr(&raw mut info),
+    };
+    // SAFETY: info is a prefix of bpf_map_info of the stated length.
+    unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)? };
+    Ok(info)
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct MapCreateAttr {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+}
+
+/// Creates a throw-away array map (the probe's first step).
+pub fn create_probe_map() -> io::Result<OwnedFd> {
+    let mut attr = MapCreateAttr {
+        map_type: 2, // BPF_MAP_TYPE_ARRAY
+        key_size: 4,
+        value_size: 4,
+        max_entries: 1,
+    };
+    // SAFETY: a plain map-create attribute without pointers.
+    let fd = unsafe { bpf(BPF_MAP_CREATE, &mut attr)? };
+    // SAFETY: the kernel returned a fresh descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Loads `insns` (encoded) as a program of `prog_type` without a log.
+pub fn load_probe_program(prog_type: u32, insns: &[u8]) -> io::Result<OwnedFd> {
+    let license = b"GPL\0";
+    let mut attr = ProgLoadAttr {
+        prog_type,
+        insn_cnt: (insns.len() / 8) as u32,
+        insns: ptr(insns.as_ptr()),
+        license: ptr(license.as_ptr()),
+        ..ProgLoadAttr::default()
+    };
+    // SAFETY: insns and license outlive the call.
+    let fd = unsafe { bpf(BPF_PROG_LOAD, &mut attr)? };
+    // SAFETY: the kernel returned a fresh descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Number of possible CPUs: per-CPU map values have one slot for each.
+pub fn possible_cpus() -> io::Result<usize> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/possible")?;
+    parse_cpu_list(text.trim()).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("cannot parse /sys/devices/system/cpu/possible: {text:?}"),
+        )
+    })
+}
+
+/// Counts the CPUs in a list like `0-3,5,7-8`.
+pub fn parse_cpu_list(text: &str) -> Option<usize> {
+    let mut count = 0;
+    for part in text.split(',') {
+        match part.split_once('-') {
+            Some((lo, hi)) => {
+                let lo: usize = lo.parse().ok()?;
+                let hi: usize = hi.parse().ok()?;
+                count += hi.checked_sub(lo)? + 1;
+            }
+            None => {
+                part.parse::<usize>().ok()?;
+                count += 1;
+            }
+        }
+    }
+    (count > 0).then_some(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0"), Some(1));
+        assert_eq!(parse_cpu_list("0-1"), Some(2));
+        assert_eq!(parse_cpu_list("0-3,5,7-8"), Some(7));
+        assert_eq!(parse_cpu_list(""), None);
+        assert_eq!(parse_cpu_list("3-1"), None);
+        assert_eq!(parse_cpu_list("x"), None);
+    }
+
+    #[test]
+    fn attribute_layouts_match_the_kernel() {
+        // Sizes of the union members in linux/bpf.h (6.x).
+        assert_eq!(size_of::<TestRunAttr>(), 80);
+        assert_eq!(size_of::<BatchAttr>(), 56);
+        assert_eq!(size_of::<MapElemAttr>(), 32);
+        assert_eq!(size_of::<InfoAttr>(), 16);
+    }
+}
