@@ -74,10 +74,7 @@ pub fn run(args: &BuildArgs) -> Result<Status, CliError> {
     let program = ir::lower(&policy);
     let compile = || {
         patronus_codegen::compile(&program).map_err(|err| {
-            CliError::new(format!(
-                "cannot compile `{}`: {err}",
-                args.policy.display()
-            ))
+            CliError::new(format!("cannot compile `{}`: {err}", args.policy.display()))
         })
     };
     let text = match args.emit {

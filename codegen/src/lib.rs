@@ -6,9 +6,20 @@
 //!   the register plan and the kernel ABI numbers generated code uses.
 //! - [`elf`]: the ELF64 relocatable object (programs, relocations,
 //!   license, BTF-defined maps) that libbpf and aya load.
+//! - [`abi`]: the byte layout of every map key and value, and map images.
+//! - [`xdp`]: the XDP program of a policy (parser, phases); `xdp::ctx` is
+//!   the contract with the state generators.
+//! - [`object`]: [`compile`], `ir::Program` → [`Object`].
 //!
 //! No I/O and no kernel access: everything here is deterministic and runs
 //! in unit tests, property tests and fuzzers without root.
 
+pub mod abi;
 pub mod elf;
 pub mod insn;
+pub mod object;
+pub mod state;
+pub mod tc;
+pub mod xdp;
+
+pub use object::{CodegenError, MapImage, Object, compile};

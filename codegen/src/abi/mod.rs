@@ -298,10 +298,12 @@ pub const MAPS_FILE_HEADER: &str = "patronus-maps 1";
 /// listed, in ELF order, also those that start empty (`entries 0`).
 pub fn encode_images(images: &[MapImage]) -> String {
     use std::fmt::Write;
-    let hex = |bytes: &[u8]| bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    });
+    let hex = |bytes: &[u8]| {
+        bytes.iter().fold(String::new(), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+    };
     let mut out = format!("{MAPS_FILE_HEADER}\n");
     for m in images {
         let _ = writeln!(
@@ -330,7 +332,7 @@ pub fn decode_images(text: &str) -> Result<Vec<MapImage>, String> {
         _ => return Err(format!("line 1: expected `{MAPS_FILE_HEADER}`")),
     }
     let unhex = |s: &str, line: usize| -> Result<Vec<u8>, String> {
-        if s.len() % 2 != 0 {
+        if !s.len().is_multiple_of(2) {
             return Err(format!("line {line}: odd number of hex digits"));
         }
         (0..s.len())
@@ -365,7 +367,10 @@ pub fn decode_images(text: &str) -> Result<Vec<MapImage>, String> {
         else {
             return Err(format!("line {n}: expected a `map` header"));
         };
-        let num = |s: &str| s.parse::<u32>().map_err(|_| format!("line {n}: bad number `{s}`"));
+        let num = |s: &str| {
+            s.parse::<u32>()
+                .map_err(|_| format!("line {n}: bad number `{s}`"))
+        };
         let count = num(count)?;
         let mut image = MapImage {
             name: (*name).to_string(),
@@ -377,7 +382,9 @@ pub fn decode_images(text: &str) -> Result<Vec<MapImage>, String> {
             entries: Vec::with_capacity(count as usize),
         };
         for _ in 0..count {
-            let (j, entry) = lines.next().ok_or_else(|| format!("line {n}: missing entries"))?;
+            let (j, entry) = lines
+                .next()
+                .ok_or_else(|| format!("line {n}: missing entries"))?;
             let (k, v) = entry
                 .split_once(' ')
                 .ok_or_else(|| format!("line {}: expected `KEY VALUE`", j + 1))?;

@@ -1,0 +1,159 @@
+//! The top-level entry point: `ir::Program` → a loadable object (ELF with
+//! the XDP program and BTF-defined maps), the maps' initial contents and an
+//! annotated listing.
+
+use std::fmt;
+
+use patronus_compiler::ir;
+
+use crate::elf::{self, MapDef, ObjectSpec, ProgramDef, ProgramKind};
+use crate::insn::AsmError;
+use crate::insn::regs::FrameError;
+use crate::{abi, tc, xdp};
+
+/// Symbol name of the XDP program in the object.
+pub const XDP_PROGRAM_NAME: &str = "patronus_xdp";
+
+/// The kernel's limit on instructions the verifier processes, and the
+/// program length we refuse to exceed.
+pub const MAX_INSNS: usize = 1_000_000;
+
+/// A map of the object and its initial entries (key bytes, value bytes),
+/// laid out by [`abi`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapImage {
+    pub name: String,
+    /// `BPF_MAP_TYPE_*`.
+    pub map_type: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+    pub flags: u32,
+    pub entries: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// A compiled policy.
+#[derive(Clone, Debug)]
+pub struct Object {
+    /// The ELF relocatable object (`xdp` section, `.maps`, `.BTF`).
+    pub elf: Vec<u8>,
+    /// Every map of the object, in ELF order, with its initial entries.
+    pub maps: Vec<MapImage>,
+    /// The annotated disassembly (`--emit asm`): the XDP program, then the
+    /// tc egress program when conntrack is on.
+    pub listing: String,
+    /// The XDP program's length in instruction slots.
+    pub insn_count: usize,
+    /// Bytes of stack the program uses.
+    pub stack_bytes: usize,
+}
+
+/// Why a program could not be generated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CodegenError {
+    /// A kernel limit (program size, jump range, stack, map size) the
+    /// policy would exceed; `rule` names the rule that pushed it over when
+    /// one can be blamed.
+    Limit { what: String, rule: Option<String> },
+    /// The stack frame is full.
+    Stack(FrameError),
+    /// A feature this generator does not implement.
+    Unsupported { what: String },
+    /// The assembler refused the program.
+    Asm(AsmError),
+    /// The ELF writer refused the object.
+    Elf(elf::ElfError),
+    /// An inconsistent IR (a bug upstream).
+    Internal { what: String },
+}
+
+impl fmt::Display for CodegenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CodegenError::Limit {
+                what,
+                rule: Some(rule),
+            } => write!(f, "{what} (at rule `{rule}`)"),
+            CodegenError::Limit { what, rule: None } => f.write_str(what),
+            CodegenError::Stack(e) => write!(f, "stack: {e}"),
+            CodegenError::Unsupported { what } => write!(f, "not supported yet: {what}"),
+            CodegenError::Asm(AsmError::JumpOutOfRange { label, .. }) => write!(
+                f,
+                "the program is too large: a jump to `{label}` exceeds the 16-bit jump range"
+            ),
+            CodegenError::Asm(e) => write!(f, "assembler: {e}"),
+            CodegenError::Elf(e) => write!(f, "object: {e}"),
+            CodegenError::Internal { what } => write!(f, "internal error: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for CodegenError {}
+
+impl From<FrameError> for CodegenError {
+    fn from(e: FrameError) -> Self {
+        CodegenError::Stack(e)
+    }
+}
+
+/// Compiles a lowered policy into an object.
+pub fn compile(program: &ir::Program) -> Result<Object, CodegenError> {
+    let generated = xdp::generate(program)?;
+    let mut defs: Vec<MapDef> = Vec::new();
+    let mut images = Vec::new();
+    for plan in &program.maps {
+        let def = abi::map_def(program, plan)?;
+        images.push(abi::image(program, plan, &def));
+        defs.push(def);
+    }
+    for extra in &generated.extra {
+        defs.push(extra.def.clone());
+        images.push(extra.image.clone());
+    }
+    let insn_count = generated.program.slot_count();
+    if insn_count > MAX_INSNS {
+        return Err(CodegenError::Limit {
+            what: format!("the program has {insn_count} instructions, more than {MAX_INSNS}"),
+            rule: None,
+        });
+    }
+    let names: Vec<String> = defs.iter().map(|d| d.name.clone()).collect();
+    let mut listing = generated.program.listing(names.as_slice());
+    // With conntrack on, the tc egress program records host-originated
+    // flows so their replies are established (LANGUAGE.md §3).
+    let egress = if program.usage.conntrack {
+        Some(tc::egress_program(program)?)
+    } else {
+        None
+    };
+    let mut programs = vec![ProgramDef {
+        kind: ProgramKind::Xdp,
+        name: XDP_PROGRAM_NAME.into(),
+        program: &generated.program,
+    }];
+    if let Some(egress) = &egress {
+        listing.push_str(&format!(
+            "\n; ==== {} (tc egress) ====\n",
+            tc::TC_PROGRAM_NAME
+        ));
+        listing.push_str(&egress.listing(names.as_slice()));
+        programs.push(ProgramDef {
+            kind: ProgramKind::Tc,
+            name: tc::TC_PROGRAM_NAME.into(),
+            program: egress,
+        });
+    }
+    let elf = elf::write_object(&ObjectSpec {
+        license: "GPL".into(),
+        maps: defs,
+        programs,
+    })
+    .map_err(CodegenError::Elf)?;
+    Ok(Object {
+        elf,
+        maps: images,
+        listing,
+        insn_count,
+        stack_bytes: generated.stack_bytes,
+    })
+}
