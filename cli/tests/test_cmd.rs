@@ -84,7 +84,17 @@ test "ssh: two new connections, then the bucket is empty" {
 fn passing_tests_exit_0() {
     let dir = TempDir::new("pass");
     dir.write("web.pf", WEB);
-    let run = patronusc(&dir.0, &["test", "--engine", "interpreter", "--color", "never", "web.pf"]);
+    let run = patronusc(
+        &dir.0,
+        &[
+            "test",
+            "--engine",
+            "interpreter",
+            "--color",
+            "never",
+            "web.pf",
+        ],
+    );
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     insta::assert_snapshot!("test_pass", run.stdout);
 }
@@ -97,7 +107,17 @@ fn a_failing_step_is_shown_with_the_deciding_rule_and_exits_1() {
          test \"wrong: the blocklist is open\" {{\n  expect pass tcp 198.51.100.9:1234 -> 10.0.0.2:80 flags S\n}}\n"
     );
     dir.write("web.pf", &failing);
-    let run = patronusc(&dir.0, &["test", "--engine", "interpreter", "--color", "never", "web.pf"]);
+    let run = patronusc(
+        &dir.0,
+        &[
+            "test",
+            "--engine",
+            "interpreter",
+            "--color",
+            "never",
+            "web.pf",
+        ],
+    );
     assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
     insta::assert_snapshot!("test_fail", run.stdout);
 }
@@ -107,7 +127,18 @@ fn a_policy_that_does_not_compile_exits_2() {
     let dir = TempDir::new("broken");
     dir.write("broken.pf", "allow tcp to port $nope\n");
     dir.write("web.pf", WEB);
-    let run = patronusc(&dir.0, &["test", "--engine", "interpreter", "--color", "never", "broken.pf", "web.pf"]);
+    let run = patronusc(
+        &dir.0,
+        &[
+            "test",
+            "--engine",
+            "interpreter",
+            "--color",
+            "never",
+            "broken.pf",
+            "web.pf",
+        ],
+    );
     assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
     assert!(
         run.stderr.contains("$nope") || run.stderr.contains("nope"),
@@ -147,7 +178,17 @@ fn the_reference_policy_passes_its_own_tests() {
     );
     let reference = fs::read_to_string(bench.join("reference.pf")).expect("reference.pf");
     dir.write("reference.pf", &reference);
-    let run = patronusc(&dir.0, &["test", "--engine", "interpreter", "--color", "never", "reference.pf"]);
+    let run = patronusc(
+        &dir.0,
+        &[
+            "test",
+            "--engine",
+            "interpreter",
+            "--color",
+            "never",
+            "reference.pf",
+        ],
+    );
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert!(
         run.stdout.contains("test result: ok. 2 passed; 0 failed"),
