@@ -4,7 +4,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::{cmd_build, cmd_check, cmd_explain, cmd_fmt, cmd_test};
+use crate::{cmd_apply, cmd_build, cmd_check, cmd_explain, cmd_fmt, cmd_test};
 
 const AFTER_HELP: &str = "\
 Exit status:
@@ -38,4 +38,15 @@ pub enum Command {
     Explain(cmd_explain::ExplainArgs),
     /// Compile a policy and emit its IR or its map plan.
     Build(cmd_build::BuildArgs),
+    /// Compile a policy and attach it to an interface (atomically replacing
+    /// the one there, keeping conntrack state).
+    Apply(cmd_apply::ApplyArgs),
+    /// Show the policies applied to interfaces.
+    Status(cmd_apply::StatusArgs),
+    /// Per-rule and per-phase packet and byte counters of applied policies.
+    Stats(cmd_apply::StatusArgs),
+    /// Detach an interface's policy and remove its pins.
+    Unload(cmd_apply::UnloadArgs),
+    /// Load and pin a policy without attaching it (benchmark harnesses).
+    Load(cmd_apply::LoadArgs),
 }

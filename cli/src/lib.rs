@@ -3,6 +3,7 @@
 //! they share ([`common`]). The binary (`main.rs`) only calls [`run_main`].
 
 pub mod cli;
+pub mod cmd_apply;
 pub mod cmd_build;
 pub mod cmd_check;
 pub mod cmd_explain;
@@ -20,7 +21,7 @@ use crate::common::{CliError, Status};
 /// Parses the command line, runs the subcommand, prints any usage or I/O
 /// error, and maps the outcome to the documented exit code (0, 1 or 2).
 pub fn run_main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(apply_shorthand(std::env::args_os().collect())) {
         Ok(cli) => cli,
         Err(err) => {
             // clap prints help/version to stdout (exit 0) and usage errors to
@@ -42,6 +43,20 @@ pub fn run_main() -> ExitCode {
     }
 }
 
+/// `patronusc POLICY.pf ...` is `patronusc apply POLICY.pf ...`: a first
+/// argument that names a `.pf` file (not a subcommand) gets `apply` put
+/// in front of it.
+pub fn apply_shorthand(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let is_policy = args.get(1).is_some_and(|first| {
+        let path = std::path::Path::new(first);
+        path.extension().is_some_and(|ext| ext == "pf") && path.is_file()
+    });
+    if is_policy {
+        args.insert(1, "apply".into());
+    }
+    args
+}
+
 fn dispatch(command: &Command) -> Result<Status, CliError> {
     match command {
         Command::Check(args) => cmd_check::run(args),
@@ -50,5 +65,10 @@ fn dispatch(command: &Command) -> Result<Status, CliError> {
         Command::Test(args) => cmd_test::run(args),
         Command::Explain(args) => cmd_explain::run(args),
         Command::Build(args) => cmd_build::run(args),
+        Command::Apply(args) => cmd_apply::run_apply(args),
+        Command::Status(args) => cmd_apply::run_status(args),
+        Command::Stats(args) => cmd_apply::run_stats(args),
+        Command::Unload(args) => cmd_apply::run_unload(args),
+        Command::Load(args) => cmd_apply::run_load(args),
     }
 }

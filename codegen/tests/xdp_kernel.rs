@@ -9,27 +9,15 @@ use patronus_codegen::compile;
 use patronus_compiler::interp::Interpreter;
 use patronus_compiler::ir;
 use patronus_compiler::packet;
-use patronus_grammar::ast::Verdict;
+use patronus_compiler::testgen::{apply, sample_mutations};
 use patronus_runtime::ProgramKind;
-
-use xdp_common::generate::{Mutation, apply};
 
 #[test]
 fn repository_policies_load_and_agree_with_the_interpreter() {
     if !xdp_common::kernel("repository_policies_load_and_agree_with_the_interpreter") {
         return;
     }
-    let mutations = [
-        Mutation::None,
-        Mutation::Truncate(40),
-        Mutation::SetByte(14 + 20 + 13, 0x29),
-        Mutation::SetByte(14 + 6, 0x20),
-        Mutation::Vlans(2, 7, true),
-        Mutation::Vlans(3, 5, false),
-        Mutation::ExtHeaders(vec![0, 60]),
-        Mutation::ExtHeaders(vec![0, 60, 43, 60, 60]),
-        Mutation::Ethertype(0x0806),
-    ];
+    let mutations = sample_mutations();
     let mut compared = 0;
     for (name, policy) in xdp_common::repository_policies() {
         let program = ir::lower(&policy);
@@ -63,21 +51,12 @@ fn repository_policies_load_and_agree_with_the_interpreter() {
                             }
                             continue;
                         }
-                        let want = interp.inbound(&frame, now);
-                        let before = xdp_common::packet_counts(&loaded);
-                        let run = loaded.run_xdp(&frame).expect("xdp test run");
-                        let after = xdp_common::packet_counts(&loaded);
-                        let got = if run.retval == 2 {
-                            Verdict::Pass
-                        } else {
-                            Verdict::Drop
-                        };
-                        let mut want_counters = want.counters.clone();
-                        want_counters.sort();
-                        let got_counters = xdp_common::grown(&program, &before, &after);
+                        let want = xdp_common::expected(&interp.inbound(&frame, now));
+                        let got = xdp_common::run_and_count(&loaded, &program, &frame)
+                            .expect("xdp test run");
                         assert_eq!(
-                            (got, &got_counters),
-                            (want.verdict, &want_counters),
+                            got,
+                            want,
                             "{name}, test {:?}, packet {:?}, mutation {mutation:?}\nframe {:02x?}",
                             test.name,
                             step.packet,

@@ -13,25 +13,10 @@ mod xdp_common;
 
 use patronus_compiler::interp::Interpreter;
 use patronus_compiler::ir;
-use patronus_compiler::typed::{Match, Options, Policy, Rate};
-use patronus_grammar::ast::{Action, Verdict};
+use patronus_compiler::testgen::{PolicyShape, Step, apply, policy_shaped, steps};
+use patronus_compiler::typed::Policy;
 use proptest::prelude::*;
 use proptest::test_runner::{TestCaseError, TestRunner};
-
-use xdp_common::generate::{Step, apply, build_policy, options, rule, steps};
-
-type RuleSpec = (Action, Match, Option<Rate>);
-
-/// The stateless version of a generated policy.
-fn stateless(mut options: Options, rules: Vec<RuleSpec>) -> (Options, Vec<RuleSpec>) {
-    options.conntrack = false;
-    let rules = rules
-        .into_iter()
-        .filter(|(action, _, _)| *action != Action::Limit)
-        .map(|(action, matcher, _)| (action, matcher, None))
-        .collect();
-    (options, rules)
-}
 
 fn run(policy: &Policy, steps: &[Step]) -> Result<usize, TestCaseError> {
     let program = ir::lower(policy);
@@ -45,23 +30,12 @@ fn run(policy: &Policy, steps: &[Step]) -> Result<usize, TestCaseError> {
             // (a NIC never delivers one): nothing to compare.
             continue;
         }
-        let want = interp.inbound(&frame, 0);
-        let before = xdp_common::packet_counts(&loaded);
-        let run = loaded
-            .run_xdp(&frame)
+        let want = xdp_common::expected(&interp.inbound(&frame, 0));
+        let got = xdp_common::run_and_count(&loaded, &program, &frame)
             .map_err(|e| TestCaseError::fail(format!("test run: {e}")))?;
-        let after = xdp_common::packet_counts(&loaded);
-        let got = if run.retval == 2 {
-            Verdict::Pass
-        } else {
-            Verdict::Drop
-        };
-        let mut want_counters = want.counters.clone();
-        want_counters.sort();
-        let got_counters = xdp_common::grown(&program, &before, &after);
         prop_assert_eq!(
-            (got, &got_counters),
-            (want.verdict, &want_counters),
+            &got,
+            &want,
             "step {} packet {:?} mutation {:?}\nframe {:02x?}\nIR:\n{}",
             i,
             step.packet,
@@ -83,25 +57,15 @@ fn cases(test: &str, cases: u32, rules: std::ops::Range<usize>, tables: bool) {
         failure_persistence: None,
         ..ProptestConfig::default()
     });
-    let table_sets = if tables { 0..3usize } else { 0..1 };
-    let strategy = (options(), table_sets)
-        .prop_flat_map(move |(options, n)| {
-            let sets = prop::collection::vec(
-                prop::collection::btree_set(0..xdp_common::generate::PREFIXES.len(), 1..5),
-                n..=n,
-            );
-            (
-                Just(options),
-                sets,
-                prop::collection::vec(rule(n), rules.clone()),
-            )
-        })
-        .prop_flat_map(|(options, sets, rules)| (Just((options, sets, rules)), steps()));
+    let shape = PolicyShape {
+        tables: if tables { 0..3 } else { 0..1 },
+        rules,
+        stateful: false,
+    };
+    let strategy = (policy_shaped(shape), steps());
     let total = std::cell::Cell::new(0usize);
     runner
-        .run(&strategy, |((options, sets, rules), steps)| {
-            let (options, rules) = stateless(options, rules);
-            let policy = build_policy(options, sets, rules);
+        .run(&strategy, |(policy, steps)| {
             total.set(total.get() + run(&policy, &steps)?);
             Ok(())
         })

@@ -16,6 +16,8 @@ pub mod net;
 pub mod packet;
 pub mod render;
 pub mod semantics;
+#[cfg(feature = "testgen")]
+pub mod testgen;
 pub mod typed;
 
 use diag::{Diagnostic, FileId, Files};

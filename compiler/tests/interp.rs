@@ -5,17 +5,17 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use patronus_compiler::diag::FileId;
 use patronus_compiler::frame::{self, Frame};
 use patronus_compiler::interp::Interpreter;
 use patronus_compiler::net::{PortRange, Prefix};
 use patronus_compiler::packet;
 use patronus_compiler::semantics::{Counter, InvalidClass, Outcome, Phase};
+use patronus_compiler::testgen::{RuleSpec, build_policy};
 use patronus_compiler::typed::{
     AddrMatch, AddrSet, Match, NS_PER_SEC, Options, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
-    Packet, Policy, PortMatch, Rate, RateKey, Rule, RuleId, tcp_flags,
+    Packet, Policy, PortMatch, Rate, RateKey, RuleId, tcp_flags,
 };
-use patronus_grammar::ast::{Action, Span, Verdict};
+use patronus_grammar::ast::{Action, Verdict};
 
 const MS: u64 = 1_000_000;
 const HOST4: &str = "10.77.0.2";
@@ -23,33 +23,12 @@ const REMOTE4: &str = "192.0.2.10";
 
 // ---- building policies and packets ----
 
-fn policy(rules: Vec<(Action, Match, Option<Rate>)>) -> Policy {
+fn policy(rules: Vec<RuleSpec>) -> Policy {
     policy_with(Options::default(), rules)
 }
 
-fn policy_with(options: Options, rules: Vec<(Action, Match, Option<Rate>)>) -> Policy {
-    let rules = rules
-        .into_iter()
-        .enumerate()
-        .map(|(i, (action, matcher, rate))| Rule {
-            id: RuleId(i as u32),
-            action,
-            matcher,
-            rate,
-            label: None,
-            log: false,
-            span: Span::new(0, 0),
-            identity: format!("rule {i}"),
-        })
-        .collect();
-    Policy {
-        file: FileId(0),
-        interface: None,
-        options,
-        rules,
-        tables: Vec::new(),
-        tests: Vec::new(),
-    }
+fn policy_with(options: Options, rules: Vec<RuleSpec>) -> Policy {
+    build_policy(options, Vec::new(), rules)
 }
 
 fn proto(p: u8) -> Match {

@@ -4,6 +4,8 @@
 //!   their images (batched updates where the kernel allows), XDP and tc
 //!   programs verified — with `BPF_PROG_TEST_RUN` test runs, counter reads
 //!   and state resets.
+//! - [`install`]: attaching a policy to an interface (XDP + tcx egress
+//!   links pinned on bpffs), atomic replacement, pinned counters, removal.
 //! - [`probe`]: whether this process can load and test-run programs at all.
 //! - [`RuntimeError`]: every failure as data; verifier rejections carry the
 //!   log's last lines and the listing's annotation of the failing
@@ -13,6 +15,7 @@
 //! the bytes it is given and reads counters as u64 words.
 
 pub mod error;
+pub mod install;
 pub mod loaded;
 pub mod sys;
 

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -71,6 +71,30 @@ pub struct MapShape {
     pub value_size: u32,
     pub max_entries: u32,
     pub flags: u32,
+}
+
+impl MapShape {
+    /// The shape the compiler planned for `map`.
+    pub fn of(map: &patronus_codegen::MapImage) -> MapShape {
+        MapShape {
+            map_type: map.map_type,
+            key_size: map.key_size,
+            value_size: map.value_size,
+            max_entries: map.max_entries,
+            flags: map.flags,
+        }
+    }
+
+    /// The shape of a map the kernel already has.
+    pub fn of_info(info: &sys::MapInfo) -> MapShape {
+        MapShape {
+            map_type: info.map_type,
+            key_size: info.key_size,
+            value_size: info.value_size,
+            max_entries: info.max_entries,
+            flags: info.map_flags,
+        }
+    }
 }
 
 /// Without shapes to compare with, the most kernel memory an object's
@@ -312,21 +336,7 @@ impl Loaded {
     /// Loads a compiled policy: [`Loaded::load_checked`] with the maps
     /// the compiler planned.
     pub fn load_object(object: &patronus_codegen::Object) -> Result<Loaded, RuntimeError> {
-        let shapes: Vec<(&str, MapShape)> = object
-            .maps
-            .iter()
-            .map(|map| {
-                let shape = MapShape {
-                    map_type: map.map_type,
-                    key_size: map.key_size,
-                    value_size: map.value_size,
-                    max_entries: map.max_entries,
-                    flags: map.flags,
-                };
-                (map.name.as_str(), shape)
-            })
-            .collect();
-        Loaded::load_checked(&Image::from(object), &shapes)
+        Loaded::load_object_reusing(object, &[])
     }
 
     /// Loads `image`, whose maps must have exactly these definitions
@@ -337,7 +347,7 @@ impl Loaded {
         image: &Image<'_>,
         shapes: &[(&str, MapShape)],
     ) -> Result<Loaded, RuntimeError> {
-        Loaded::load_inner(image, shapes)
+        Loaded::load_inner(image, shapes, &[])
     }
 
     /// Loads `image`: creates the maps, verifies and loads the XDP and tc
@@ -345,10 +355,30 @@ impl Loaded {
     /// map shapes, objects whose maps would take more than
     /// [`MAX_UNCHECKED_MAP_BYTES`] are refused.
     pub fn load(image: &Image<'_>) -> Result<Loaded, RuntimeError> {
-        Loaded::load_inner(image, &[])
+        Loaded::load_inner(image, &[], &[])
     }
 
-    fn load_inner(image: &Image<'_>, shapes: &[(&str, MapShape)]) -> Result<Loaded, RuntimeError> {
+    /// [`Loaded::load_object`], except that each `(name, path)` of `reuse`
+    /// is the map pinned at `path` instead of a new one (state that must
+    /// survive a policy replacement). The caller checks that the pinned
+    /// map has the planned shape: the loader does not.
+    pub fn load_object_reusing(
+        object: &patronus_codegen::Object,
+        reuse: &[(&str, &Path)],
+    ) -> Result<Loaded, RuntimeError> {
+        let shapes: Vec<(&str, MapShape)> = object
+            .maps
+            .iter()
+            .map(|map| (map.name.as_str(), MapShape::of(map)))
+            .collect();
+        Loaded::load_inner(&Image::from(object), &shapes, reuse)
+    }
+
+    fn load_inner(
+        image: &Image<'_>,
+        shapes: &[(&str, MapShape)],
+        reuse: &[(&str, &Path)],
+    ) -> Result<Loaded, RuntimeError> {
         // Parse once on our side: a clear error for corrupt objects before
         // any kernel work, and whether a pin directory is needed.
         let parsed = std::panic::catch_unwind(|| aya_obj::Object::parse(image.elf))
@@ -365,13 +395,26 @@ impl Loaded {
             .any(|m| !matches!(m.pinning(), aya_obj::maps::PinningType::None));
         let pin_dir = if pins { Some(PinDir::create()?) } else { None };
 
-        let loaded = LOADER.with(|loader| {
-            let mut loader = loader.borrow_mut();
+        let loaded = if reuse.is_empty() {
+            LOADER.with(|loader| {
+                let mut loader = loader.borrow_mut();
+                if let Some(dir) = &pin_dir {
+                    loader.default_map_pin_directory(&dir.0);
+                }
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| loader.load(image.elf)))
+            })
+        } else {
+            // A loader of its own: map paths would stick to the shared one.
+            let mut loader = EbpfLoader::new();
+            loader.btf(None);
             if let Some(dir) = &pin_dir {
                 loader.default_map_pin_directory(&dir.0);
             }
+            for (name, path) in reuse {
+                loader.map_pin_path(name, *path);
+            }
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| loader.load(image.elf)))
-        });
+        };
         let mut ebpf = loaded
             .map_err(|_| RuntimeError::BadObject {
                 message: "the loader failed on malformed input".into(),

@@ -333,6 +333,156 @@ pub fn parse_cpu_list(text: &str) -> Option<usize> {
     (count > 0).then_some(count)
 }
 
+const BPF_OBJ_PIN: libc::c_long = 6;
+const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_LINK_UPDATE: libc::c_long = 29;
+
+/// `enum bpf_attach_type` values of the links we create.
+pub mod attach_type {
+    pub const XDP: u32 = 37;
+    pub const TCX_EGRESS: u32 = 47;
+}
+
+/// `XDP_FLAGS_*` of an XDP link.
+pub mod xdp_flags {
+    pub const SKB_MODE: u32 = 1 << 1;
+    pub const DRV_MODE: u32 = 1 << 2;
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct ObjAttr {
+    pathname: u64,
+    bpf_fd: u32,
+    file_flags: u32,
+    path_fd: i32,
+    _pad: u32,
+}
+
+fn c_path(path: &std::path::Path) -> io::Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt as _;
+    std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+}
+
+/// Pins a map, program or link at `path` on a bpffs (`BPF_OBJ_PIN`).
+pub fn obj_pin(fd: BorrowedFd<'_>, path: &std::path::Path) -> io::Result<()> {
+    let path = c_path(path)?;
+    let mut attr = ObjAttr {
+        pathname: ptr(path.as_ptr()),
+        bpf_fd: fd.as_raw_fd() as u32,
+        ..ObjAttr::default()
+    };
+    // SAFETY: path is a NUL-terminated string that outlives the call.
+    unsafe { bpf(BPF_OBJ_PIN, &mut attr) }.map(drop)
+}
+
+/// Opens the object pinned at `path` (`BPF_OBJ_GET`).
+pub fn obj_get(path: &std::path::Path) -> io::Result<OwnedFd> {
+    let path = c_path(path)?;
+    let mut attr = ObjAttr {
+        pathname: ptr(path.as_ptr()),
+        ..ObjAttr::default()
+    };
+    // SAFETY: path is a NUL-terminated string that outlives the call.
+    let fd = unsafe { bpf(BPF_OBJ_GET, &mut attr)? };
+    // SAFETY: the kernel returned a fresh descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct LinkCreateAttr {
+    prog_fd: u32,
+    target_ifindex: u32,
+    attach_type: u32,
+    flags: u32,
+    // The per-type union (tcx: relative fd/id, expected revision): zero.
+    _rest: [u64; 4],
+}
+
+/// Attaches `prog` to interface `ifindex` as a link (`BPF_LINK_CREATE`):
+/// the attachment lives as long as the link's descriptor or pin.
+pub fn link_create(
+    prog: BorrowedFd<'_>,
+    ifindex: u32,
+    attach_type: u32,
+    flags: u32,
+) -> io::Result<OwnedFd> {
+    let mut attr = LinkCreateAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        target_ifindex: ifindex,
+        attach_type,
+        flags,
+        ..LinkCreateAttr::default()
+    };
+    // SAFETY: a link-create attribute without pointers.
+    let fd = unsafe { bpf(BPF_LINK_CREATE, &mut attr)? };
+    // SAFETY: the kernel returned a fresh descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct LinkUpdateAttr {
+    link_fd: u32,
+    new_prog_fd: u32,
+    flags: u32,
+    old_prog_fd: u32,
+}
+
+/// Swaps the program of `link` for `prog` in one step (`BPF_LINK_UPDATE`):
+/// packets see either the old or the new program, never none.
+pub fn link_update(link: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> io::Result<()> {
+    let mut attr = LinkUpdateAttr {
+        link_fd: link.as_raw_fd() as u32,
+        new_prog_fd: prog.as_raw_fd() as u32,
+        ..LinkUpdateAttr::default()
+    };
+    // SAFETY: a link-update attribute without pointers.
+    unsafe { bpf(BPF_LINK_UPDATE, &mut attr) }.map(drop)
+}
+
+/// The head of `struct bpf_link_info` plus the XDP/tcx `ifindex`.
+#[repr(C)]
+#[derive(Default, Clone, Copy, Debug)]
+pub struct LinkInfo {
+    pub link_type: u32,
+    pub id: u32,
+    pub prog_id: u32,
+    _pad: u32,
+    /// `xdp.ifindex` / `tcx.ifindex` (the first word of the union).
+    pub ifindex: u32,
+    _rest: [u32; 7],
+}
+
+pub fn link_info(link: BorrowedFd<'_>) -> io::Result<LinkInfo> {
+    let mut info = LinkInfo::default();
+    let mut attr = InfoAttr {
+        bpf_fd: link.as_raw_fd() as u32,
+        info_len: size_of::<LinkInfo>() as u32,
+        info: ptr(&raw mut info),
+    };
+    // SAFETY: info is a prefix of bpf_link_info of the stated length.
+    unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)? };
+    Ok(info)
+}
+
+/// The kernel's id of a loaded program.
+pub fn prog_id(prog: BorrowedFd<'_>) -> io::Result<u32> {
+    // `bpf_prog_info` starts with `type` and `id`.
+    let mut info = [0u32; 2];
+    let mut attr = InfoAttr {
+        bpf_fd: prog.as_raw_fd() as u32,
+        info_len: 8,
+        info: ptr(info.as_mut_ptr()),
+    };
+    // SAFETY: info has the stated length.
+    unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)? };
+    Ok(info[1])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

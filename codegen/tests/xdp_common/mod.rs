@@ -1,70 +1,19 @@
-//! Shared by codegen's XDP kernel tests: compiling the repository policies,
-//! loading an [`Object`] with the runtime crate, and reading the stats map
-//! back as the counters a packet touched.
+//! Shared by codegen's XDP kernel tests: loading an [`Object`] with the
+//! runtime crate, running a frame through it and reading the stats map back
+//! as the counters the frame touched. The policy and frame generators are
+//! `patronus_compiler::testgen`.
 
 #![allow(dead_code)]
 
-pub mod generate;
-
-use std::path::{Path, PathBuf};
-
 use patronus_codegen::{Object, compile};
-use patronus_compiler::diag::Files;
 use patronus_compiler::ir;
-use patronus_compiler::semantics::Counter;
-use patronus_compiler::typed::Policy;
-use patronus_compiler::{LoadedFile, TableLoader};
-use patronus_runtime::{Image, Loaded, MapFill, ProgramKind};
+use patronus_compiler::semantics::{Counter, Outcome};
+use patronus_grammar::ast::Verdict;
+use patronus_runtime::{Image, Loaded, MapFill, ProgramKind, RuntimeError};
 
-pub fn policies_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("policies")
-}
-
-/// Reads table files relative to `policies/`.
-pub struct PoliciesLoader;
-
-impl TableLoader for PoliciesLoader {
-    fn load(&self, _policy_name: &str, path: &str) -> Result<LoadedFile, String> {
-        std::fs::read_to_string(policies_dir().join(path))
-            .map(|text| LoadedFile {
-                name: format!("policies/{path}"),
-                text,
-            })
-            .map_err(|e| e.to_string())
-    }
-}
-
-/// Every `policies/*.pf` as (stem, checked policy), sorted by name.
-pub fn repository_policies() -> Vec<(String, Policy)> {
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(policies_dir())
-        .expect("policies/ exists")
-        .map(|e| e.expect("readable directory").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "pf"))
-        .collect();
-    paths.sort();
-    paths
-        .into_iter()
-        .map(|path| {
-            let stem = path
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .expect("UTF-8 name")
-                .to_string();
-            let text = std::fs::read_to_string(&path).expect("readable policy");
-            let mut files = Files::new();
-            let file = files.add(format!("policies/{stem}.pf"), text);
-            let checked = patronus_compiler::check(&mut files, file, &PoliciesLoader);
-            let failed = checked.has_errors();
-            let policy = checked
-                .policy
-                .filter(|_| !failed)
-                .unwrap_or_else(|| panic!("{stem} checks"));
-            (stem, policy)
-        })
-        .collect()
-}
+// Not every test that includes this module reads the policies.
+#[allow(unused_imports)]
+pub use patronus_compiler::testgen::repository_policies;
 
 /// `true` when kernel tests can run (see `patronus_runtime::testing`).
 pub fn kernel(test: &str) -> bool {
@@ -122,4 +71,29 @@ pub fn grown(program: &ir::Program, before: &[u64], after: &[u64]) -> Vec<Counte
         .collect();
     out.sort();
     out
+}
+
+/// One frame through the loaded XDP program: the verdict and the counters
+/// it incremented, sorted, as [`expected`] puts the interpreter's.
+pub fn run_and_count(
+    loaded: &Loaded,
+    program: &ir::Program,
+    frame: &[u8],
+) -> Result<(Verdict, Vec<Counter>), RuntimeError> {
+    let before = packet_counts(loaded);
+    let run = loaded.run_xdp(frame)?;
+    let after = packet_counts(loaded);
+    let verdict = if run.retval == 2 {
+        Verdict::Pass
+    } else {
+        Verdict::Drop
+    };
+    Ok((verdict, grown(program, &before, &after)))
+}
+
+/// The interpreter's outcome as verdict and sorted counters.
+pub fn expected(outcome: &Outcome) -> (Verdict, Vec<Counter>) {
+    let mut counters = outcome.counters.clone();
+    counters.sort();
+    (outcome.verdict, counters)
 }

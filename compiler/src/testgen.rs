@@ -1,21 +1,30 @@
-//! Policy and frame generators for the differential tests, copied from
-//! `compiler/tests/ir_vs_interp.rs` (small address and port universes,
-//! nesting, negation, tables, every rate key, malformed frames: truncations,
-//! byte flips, VLAN tags, IPv6 extension headers, non-IP ethertypes).
-
-#![allow(dead_code)]
+//! Proptest generators of typed policies and frames for the differential
+//! tests (IR evaluator, XDP programs, reference interpreter), shared by the
+//! compiler's and codegen's test suites. Compiled only with the `testgen`
+//! feature, so proptest never reaches a normal build.
+//!
+//! Policies draw from small address and port universes so that overlaps,
+//! nesting, negation and shadowing are the common case, not the exception;
+//! rules use every rate key. Frames are built from generated packets and
+//! then possibly made malformed: truncations, byte flips, VLAN tags, IPv6
+//! extension headers, non-IP ethertypes. [`repository_policies`] reads the
+//! repository's `policies/` (the one place here that does I/O: test
+//! support only).
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
 
-use patronus_compiler::diag::FileId;
-use patronus_compiler::net::{PortRange, Prefix, normalize_ranges};
-use patronus_compiler::packet;
-use patronus_compiler::typed::{
+use crate::diag::{FileId, Files};
+use crate::net::{PortRange, Prefix, normalize_ranges};
+use crate::packet;
+use crate::typed::{
     AddrMatch, AddrSet, Family, IcmpMatch, Match, NS_PER_SEC, Options, PROTO_ICMP, PROTO_ICMPV6,
     PROTO_TCP, PROTO_UDP, Packet, Policy, PortMatch, Rate, RateKey, Rule, RuleId, Table, TableId,
     TcpFlagsMatch, tcp_flags,
 };
+use crate::{LoadedFile, TableLoader};
 use patronus_grammar::ast::{Action, Span, Verdict};
 use proptest::prelude::*;
 
@@ -230,7 +239,10 @@ pub fn rate() -> impl Strategy<Value = Rate> {
         })
 }
 
-pub fn rule(tables: usize) -> impl Strategy<Value = (Action, Match, Option<Rate>)> {
+/// A rule before it is numbered: action, match, rate.
+pub type RuleSpec = (Action, Match, Option<Rate>);
+
+pub fn rule(tables: usize) -> impl Strategy<Value = RuleSpec> {
     (
         prop_oneof![
             2 => Just(Action::Allow),
@@ -279,23 +291,78 @@ pub fn options() -> impl Strategy<Value = Options> {
         )
 }
 
+/// What [`policy_shaped`] generates: how many tables and rules, and
+/// whether the policy may keep state.
+#[derive(Clone, Debug)]
+pub struct PolicyShape {
+    /// How many tables (each of 1 to 4 prefixes).
+    pub tables: Range<usize>,
+    /// How many rules.
+    pub rules: Range<usize>,
+    /// `false` makes the policy stateless (see [`stateless`]): for engines
+    /// whose clock cannot follow the generators' virtual time.
+    pub stateful: bool,
+}
+
+impl Default for PolicyShape {
+    fn default() -> Self {
+        PolicyShape {
+            tables: 0..3,
+            rules: 0..10,
+            stateful: true,
+        }
+    }
+}
+
+/// Policies of the default [`PolicyShape`].
 pub fn policy() -> impl Strategy<Value = Policy> {
-    let tables = prop::collection::vec(prop::collection::btree_set(0..PREFIXES.len(), 1..5), 0..3);
-    (options(), tables).prop_flat_map(|(options, tables)| {
+    policy_shaped(PolicyShape::default())
+}
+
+pub fn policy_shaped(shape: PolicyShape) -> impl Strategy<Value = Policy> {
+    let PolicyShape {
+        tables,
+        rules,
+        stateful,
+    } = shape;
+    let tables =
+        prop::collection::vec(prop::collection::btree_set(0..PREFIXES.len(), 1..5), tables);
+    (options(), tables).prop_flat_map(move |(options, tables)| {
         let n = tables.len();
         (
             Just(options),
             Just(tables),
-            prop::collection::vec(rule(n), 0..10),
+            prop::collection::vec(rule(n), rules.clone()),
         )
-            .prop_map(|(options, tables, rules)| build_policy(options, tables, rules))
+            .prop_map(move |(options, tables, rules)| {
+                let (options, rules) = if stateful {
+                    (options, rules)
+                } else {
+                    stateless(options, rules)
+                };
+                build_policy(options, tables, rules)
+            })
     })
 }
 
+/// The stateless version of generated options and rules: conntrack off,
+/// `limit` rules dropped, rates removed from `allow` rules.
+pub fn stateless(mut options: Options, rules: Vec<RuleSpec>) -> (Options, Vec<RuleSpec>) {
+    options.conntrack = false;
+    let rules = rules
+        .into_iter()
+        .filter(|(action, _, _)| *action != Action::Limit)
+        .map(|(action, matcher, _)| (action, matcher, None))
+        .collect();
+    (options, rules)
+}
+
+/// A policy of these options, tables (indices into [`PREFIXES`], named
+/// `t0`, `t1`...) and rules (see [`rules`]).
 pub fn build_policy(
     options: Options,
     tables: Vec<BTreeSet<usize>>,
-    rules: Vec<(Action, Match, Option<Rate>)>,
+    rules: Vec<RuleSpec>,
 ) -> Policy {
     let tables = tables
         .into_iter()
@@ -307,7 +374,20 @@ pub fn build_policy(
             source_file: None,
         })
         .collect();
-    let rules = rules
+    Policy {
+        file: FileId(0),
+        interface: None,
+        options,
+        rules: self::rules(rules),
+        tables,
+        tests: Vec::new(),
+    }
+}
+
+/// Numbers rule specs in order (`RuleId(i)`, identity `rule i`), without
+/// labels, logging or spans.
+pub fn rules(specs: Vec<RuleSpec>) -> Vec<Rule> {
+    specs
         .into_iter()
         .enumerate()
         .map(|(i, (action, matcher, rate))| Rule {
@@ -320,15 +400,7 @@ pub fn build_policy(
             span: Span::new(0, 0),
             identity: format!("rule {i}"),
         })
-        .collect();
-    Policy {
-        file: FileId(0),
-        interface: None,
-        options,
-        rules,
-        tables,
-        tests: Vec::new(),
-    }
+        .collect()
 }
 
 // ---- frames ----
@@ -364,6 +436,22 @@ pub fn mutation() -> impl Strategy<Value = Mutation> {
         2 => prop::collection::vec(prop::sample::select(vec![0u8, 43, 60, 51, 44]), 1..6)
             .prop_map(Mutation::ExtHeaders),
         1 => prop::sample::select(vec![0x0806u16, 0x88cc]).prop_map(Mutation::Ethertype),
+    ]
+}
+
+/// One fixed mutation of each kind, for frames that are not generated
+/// (the repository policies' test packets).
+pub fn sample_mutations() -> Vec<Mutation> {
+    vec![
+        Mutation::None,
+        Mutation::Truncate(40),
+        Mutation::SetByte(14 + 20 + 13, 0x29),
+        Mutation::SetByte(14 + 6, 0x20),
+        Mutation::Vlans(2, 7, true),
+        Mutation::Vlans(3, 5, false),
+        Mutation::ExtHeaders(vec![0, 60]),
+        Mutation::ExtHeaders(vec![0, 60, 43, 60, 60]),
+        Mutation::Ethertype(0x0806),
     ]
 }
 
@@ -527,4 +615,58 @@ pub fn reversed(p: &Packet) -> Packet {
         },
         ..p.clone()
     }
+}
+
+// ---- the repository's policies ----
+
+/// The repository's `policies/` directory.
+pub fn policies_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("policies")
+}
+
+/// Reads table files relative to `policies/`.
+pub struct PoliciesLoader;
+
+impl TableLoader for PoliciesLoader {
+    fn load(&self, _policy_name: &str, path: &str) -> Result<LoadedFile, String> {
+        std::fs::read_to_string(policies_dir().join(path))
+            .map(|text| LoadedFile {
+                name: format!("policies/{path}"),
+                text,
+            })
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Every `policies/*.pf` as (stem, checked policy), sorted by name. Panics
+/// when one does not check: they are the repository's own.
+pub fn repository_policies() -> Vec<(String, Policy)> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(policies_dir())
+        .expect("policies/ exists")
+        .map(|e| e.expect("readable directory").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "pf"))
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|path| {
+            let stem = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .expect("UTF-8 name")
+                .to_string();
+            let text = std::fs::read_to_string(&path).expect("readable policy");
+            let mut files = Files::new();
+            let file = files.add(format!("policies/{stem}.pf"), text);
+            let checked = crate::check(&mut files, file, &PoliciesLoader);
+            let failed = checked.has_errors();
+            let policy = checked
+                .policy
+                .filter(|_| !failed)
+                .unwrap_or_else(|| panic!("{stem} checks"));
+            (stem, policy)
+        })
+        .collect()
 }

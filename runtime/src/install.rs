@@ -1,0 +1,587 @@
+//! Installing a compiled policy on an interface and everything that reads
+//! or removes an installed one.
+//!
+//! An installed policy is a bpffs directory ([`Pins`]): the XDP link and
+//! the tcx egress link (the attachments: they live as long as their pins),
+//! the programs, and every map under `maps/`. Replacing a policy loads the
+//! new object completely, reusing the pinned conntrack and rate-limit maps
+//! when their shapes match, pins it beside the old one, then swaps the
+//! programs through the pinned links (`BPF_LINK_UPDATE`): packets see the
+//! old or the new program, never none. Any failure before the swap leaves
+//! the running policy untouched; a failed tc swap puts the old XDP program
+//! back.
+//!
+//! Serialising concurrent installs (a lock) is the caller's job: bpffs
+//! holds no regular files.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt as _;
+use std::path::{Path, PathBuf};
+
+use patronus_codegen::Object;
+use patronus_codegen::elf::ProgramKind;
+
+use crate::error::RuntimeError;
+use crate::loaded::{Loaded, MapShape};
+use crate::sys::{self, attach_type, xdp_flags};
+
+/// Where `patronusc apply` pins by default: one directory per interface.
+pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/patronus";
+
+/// `BPF_FS_MAGIC`: the file-system type of a bpffs mount.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// The pins of one installed policy.
+#[derive(Clone, Debug)]
+pub struct Pins {
+    pub dir: PathBuf,
+}
+
+impl Pins {
+    pub fn new(dir: impl Into<PathBuf>) -> Pins {
+        Pins { dir: dir.into() }
+    }
+
+    pub fn xdp_link(&self) -> PathBuf {
+        self.dir.join("link_xdp")
+    }
+
+    pub fn tc_link(&self) -> PathBuf {
+        self.dir.join("link_tc")
+    }
+
+    pub fn prog(&self, kind: ProgramKind) -> PathBuf {
+        self.dir.join(match kind {
+            ProgramKind::Xdp => "prog",
+            ProgramKind::Tc => "prog_tc",
+        })
+    }
+
+    pub fn maps_dir(&self) -> PathBuf {
+        self.dir.join("maps")
+    }
+
+    pub fn map(&self, name: &str) -> PathBuf {
+        self.maps_dir().join(name)
+    }
+
+    /// Whether a policy is attached through these pins.
+    pub fn installed(&self) -> bool {
+        self.xdp_link().exists()
+    }
+
+    /// Staging names: the new policy's pins before the swap (bpffs
+    /// reserves names with dots).
+    fn staged(path: &Path) -> PathBuf {
+        let mut name = path.as_os_str().to_owned();
+        name.push("_new");
+        PathBuf::from(name)
+    }
+}
+
+/// How to attach the XDP program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpMode {
+    /// Native (driver) mode, falling back to generic when the driver
+    /// refuses.
+    Auto,
+    Native,
+    Generic,
+}
+
+/// The mode an XDP program ended up attached in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attached {
+    Native,
+    Generic,
+}
+
+impl Attached {
+    pub fn name(self) -> &'static str {
+        match self {
+            Attached::Native => "native",
+            Attached::Generic => "generic",
+        }
+    }
+}
+
+/// Maps whose contents are traffic state (conntrack, rate-limit buckets):
+/// carried over when a policy is replaced.
+pub fn is_state_map(name: &str) -> bool {
+    name.starts_with("ct_") || name.starts_with("rl_")
+}
+
+/// What [`install`] did.
+#[derive(Debug)]
+pub struct Installed {
+    /// The loaded object (programs, maps, verifier statistics).
+    pub loaded: Loaded,
+    /// A running policy was replaced (its links updated in place).
+    pub replaced: bool,
+    /// The XDP mode of a fresh attachment; `None` on replacement (the
+    /// link keeps the mode it was created with).
+    pub mode: Option<Attached>,
+    /// Why auto mode fell back to generic.
+    pub fallback: Option<String>,
+    /// State maps carried over from the replaced policy.
+    pub reused: Vec<String>,
+    /// State maps of the replaced policy not carried over (their shape
+    /// changed): the new policy starts them empty.
+    pub reset: Vec<String>,
+    /// How long the program swap itself took (the link updates), on
+    /// replacement.
+    pub swap_time: Option<std::time::Duration>,
+}
+
+fn io_err(context: &'static str) -> impl FnOnce(io::Error) -> RuntimeError {
+    move |error| RuntimeError::Io { context, error }
+}
+
+/// The index of interface `name` in this network namespace.
+pub fn ifindex(name: &str) -> Result<u32, RuntimeError> {
+    let c_name = std::ffi::CString::new(name).map_err(|_| RuntimeError::Io {
+        context: "looking up the interface",
+        error: io::Error::new(io::ErrorKind::InvalidInput, "the name contains a NUL byte"),
+    })?;
+    // SAFETY: c_name is a valid NUL-terminated string.
+    let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+    if index == 0 {
+        return Err(RuntimeError::Io {
+            context: "looking up the interface (is it in this network namespace?)",
+            error: io::Error::last_os_error(),
+        });
+    }
+    Ok(index)
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs is plain data; c_path is NUL-terminated.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are valid for the call.
+    let ret = unsafe { libc::statfs(c_path.as_ptr(), &mut stat) };
+    ret == 0 && stat.f_type as i64 == BPF_FS_MAGIC
+}
+
+/// Makes sure `/sys/fs/bpf` is a bpffs when `root` lives under it
+/// (mounting one, mode 0700, if not), then that `root` is on a bpffs.
+pub fn ensure_bpffs(root: &Path) -> Result<(), RuntimeError> {
+    let default_mount = Path::new("/sys/fs/bpf");
+    if root.starts_with(default_mount) && !is_bpffs(default_mount) {
+        // SAFETY: constant NUL-terminated strings.
+        let ret = unsafe {
+            libc::mount(
+                c"bpf".as_ptr(),
+                c"/sys/fs/bpf".as_ptr(),
+                c"bpf".as_ptr(),
+                0,
+                c"mode=0700".as_ptr().cast(),
+            )
+        };
+        if ret != 0 {
+            return Err(RuntimeError::Io {
+                context: "mounting bpffs at /sys/fs/bpf",
+                error: io::Error::last_os_error(),
+            });
+        }
+    }
+    let mut existing = root;
+    while !existing.exists() {
+        match existing.parent() {
+            Some(parent) => existing = parent,
+            None => break,
+        }
+    }
+    if !is_bpffs(existing) {
+        return Err(RuntimeError::Io {
+            context: "checking the pin directory",
+            error: io::Error::other(format!("{} is not on a bpffs", existing.display())),
+        });
+    }
+    Ok(())
+}
+
+fn create_dir(path: &Path) -> Result<(), RuntimeError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(io_err("creating the pin directory"))
+}
+
+fn pin(fd: BorrowedFd<'_>, path: &Path) -> Result<(), RuntimeError> {
+    // A leftover staging pin from a crashed run would make pinning fail.
+    let _ = std::fs::remove_file(path);
+    sys::obj_pin(fd, path).map_err(|error| RuntimeError::Io {
+        context: "pinning",
+        error: io::Error::new(error.kind(), format!("{}: {error}", path.display())),
+    })
+}
+
+/// Pins the object's programs and maps at `prog`-style paths under
+/// `pins`, staged (`_new`) or final.
+fn pin_object(
+    loaded: &Loaded,
+    pins: &Pins,
+    staged: bool,
+    skip: &[String],
+) -> Result<(), RuntimeError> {
+    let name = |path: PathBuf| if staged { Pins::staged(&path) } else { path };
+    let maps_dir = name(pins.maps_dir());
+    create_dir(&maps_dir)?;
+    for map in loaded.map_names() {
+        if skip.iter().any(|s| s == map) {
+            continue;
+        }
+        if let Some(fd) = loaded.map_fd(map) {
+            pin(fd, &maps_dir.join(map))?;
+        }
+    }
+    for kind in [ProgramKind::Xdp, ProgramKind::Tc] {
+        if let Some(fd) = loaded.program_fd(kind) {
+            pin(fd, &name(pins.prog(kind)))?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes every file of `dir` and `dir` itself (pins only: unpinning a
+/// link detaches it once no descriptor holds it).
+fn remove_dir_pins(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                remove_dir_pins(&path);
+            } else {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+fn remove_staged(pins: &Pins) {
+    remove_dir_pins(&Pins::staged(&pins.maps_dir()));
+    for kind in [ProgramKind::Xdp, ProgramKind::Tc] {
+        let _ = std::fs::remove_file(Pins::staged(&pins.prog(kind)));
+    }
+    let _ = std::fs::remove_file(Pins::staged(&pins.tc_link()));
+}
+
+fn attach_xdp(
+    prog: BorrowedFd<'_>,
+    ifindex: u32,
+    mode: XdpMode,
+) -> Result<(OwnedFd, Attached, Option<String>), RuntimeError> {
+    let create = |flags| sys::link_create(prog, ifindex, attach_type::XDP, flags);
+    let attach_err = |error| RuntimeError::Io {
+        context: "attaching the XDP program",
+        error,
+    };
+    match mode {
+        XdpMode::Native => create(xdp_flags::DRV_MODE)
+            .map(|fd| (fd, Attached::Native, None))
+            .map_err(attach_err),
+        XdpMode::Generic => create(xdp_flags::SKB_MODE)
+            .map(|fd| (fd, Attached::Generic, None))
+            .map_err(attach_err),
+        XdpMode::Auto => match create(xdp_flags::DRV_MODE) {
+            Ok(fd) => Ok((fd, Attached::Native, None)),
+            Err(native) => create(xdp_flags::SKB_MODE)
+                .map(|fd| (fd, Attached::Generic, Some(native.to_string())))
+                .map_err(attach_err),
+        },
+    }
+}
+
+fn attach_tc(prog: BorrowedFd<'_>, ifindex: u32) -> Result<OwnedFd, RuntimeError> {
+    sys::link_create(prog, ifindex, attach_type::TCX_EGRESS, 0).map_err(io_err(
+        "attaching the tc egress program (tcx, Linux 6.6 or later)",
+    ))
+}
+
+/// State maps of the running policy that the new object can take over:
+/// pinned, with exactly the planned shape.
+fn reusable_state(object: &Object, pins: &Pins) -> (Vec<(String, PathBuf)>, Vec<String>) {
+    let mut reuse = Vec::new();
+    let mut reset = Vec::new();
+    for map in object.maps.iter().filter(|m| is_state_map(&m.name)) {
+        let path = pins.map(&map.name);
+        let Ok(fd) = sys::obj_get(&path) else {
+            continue;
+        };
+        match sys::map_info(fd.as_fd()) {
+            Ok(info) if MapShape::of_info(&info) == MapShape::of(map) => {
+                reuse.push((map.name.clone(), path));
+            }
+            _ => reset.push(map.name.clone()),
+        }
+    }
+    (reuse, reset)
+}
+
+/// Loads `object` and attaches it to interface `ifindex`, or replaces the
+/// policy already installed at `pins` (see the module documentation).
+pub fn install(
+    object: &Object,
+    ifindex: u32,
+    mode: XdpMode,
+    pins: &Pins,
+) -> Result<Installed, RuntimeError> {
+    ensure_bpffs(&pins.dir)?;
+    create_dir(&pins.dir)?;
+    let replacing = pins.installed();
+    let (reuse, reset) = if replacing {
+        reusable_state(object, pins)
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let reuse_refs: Vec<(&str, &Path)> = reuse
+        .iter()
+        .map(|(name, path)| (name.as_str(), path.as_path()))
+        .collect();
+    let loaded = Loaded::load_object_reusing(object, &reuse_refs)?;
+    let reused: Vec<String> = reuse.into_iter().map(|(name, _)| name).collect();
+    let xdp = loaded
+        .program_fd(ProgramKind::Xdp)
+        .ok_or(RuntimeError::NoProgram {
+            kind: ProgramKind::Xdp,
+        })?;
+    if !replacing {
+        let result = fresh_attach(&loaded, xdp, ifindex, mode, pins);
+        return match result {
+            Ok((attached, fallback)) => Ok(Installed {
+                loaded,
+                replaced: false,
+                mode: Some(attached),
+                fallback,
+                reused,
+                reset,
+                swap_time: None,
+            }),
+            Err(error) => {
+                remove_dir_pins(&pins.dir);
+                Err(error)
+            }
+        };
+    }
+    let swap_time = match swap(&loaded, xdp, ifindex, pins, &reused) {
+        Ok(time) => time,
+        Err(error) => {
+            remove_staged(pins);
+            return Err(error);
+        }
+    };
+    Ok(Installed {
+        loaded,
+        replaced: true,
+        mode: None,
+        fallback: None,
+        reused,
+        reset,
+        swap_time: Some(swap_time),
+    })
+}
+
+fn fresh_attach(
+    loaded: &Loaded,
+    xdp: BorrowedFd<'_>,
+    ifindex: u32,
+    mode: XdpMode,
+    pins: &Pins,
+) -> Result<(Attached, Option<String>), RuntimeError> {
+    pin_object(loaded, pins, false, &[])?;
+    // tc first: a policy that cannot see its own replies must not start
+    // filtering (established replies would be dropped).
+    let tc_link = match loaded.program_fd(ProgramKind::Tc) {
+        Some(tc) => Some(attach_tc(tc, ifindex)?),
+        None => None,
+    };
+    let (xdp_link, attached, fallback) = attach_xdp(xdp, ifindex, mode)?;
+    if let Some(link) = &tc_link {
+        pin(link.as_fd(), &pins.tc_link())?;
+    }
+    pin(xdp_link.as_fd(), &pins.xdp_link())?;
+    Ok((attached, fallback))
+}
+
+fn rename(from: &Path, to: &Path) -> Result<(), RuntimeError> {
+    std::fs::rename(from, to).map_err(|error| RuntimeError::Io {
+        context: "moving a pin into place",
+        error: io::Error::new(
+            error.kind(),
+            format!("{} -> {}: {error}", from.display(), to.display()),
+        ),
+    })
+}
+
+/// Replacement: stage the new pins, swap the programs, move the pins.
+/// Returns how long the swap itself took.
+fn swap(
+    loaded: &Loaded,
+    xdp: BorrowedFd<'_>,
+    ifindex: u32,
+    pins: &Pins,
+    reused: &[String],
+) -> Result<std::time::Duration, RuntimeError> {
+    pin_object(loaded, pins, true, reused)?;
+    let xdp_link = sys::obj_get(&pins.xdp_link()).map_err(io_err("opening the pinned XDP link"))?;
+    let old_xdp = sys::obj_get(&pins.prog(ProgramKind::Xdp))
+        .map_err(io_err("opening the running XDP program"))?;
+    let old_tc_link = sys::obj_get(&pins.tc_link()).ok();
+    // A new tc attachment is created before the swap so that a failure
+    // leaves the old policy alone.
+    let new_tc_link = match (loaded.program_fd(ProgramKind::Tc), &old_tc_link) {
+        (Some(tc), None) => {
+            let link = attach_tc(tc, ifindex)?;
+            pin(link.as_fd(), &Pins::staged(&pins.tc_link()))?;
+            Some(link)
+        }
+        _ => None,
+    };
+    let swap_started = std::time::Instant::now();
+    sys::link_update(xdp_link.as_fd(), xdp).map_err(io_err("swapping the XDP program"))?;
+    if let (Some(tc), Some(link)) = (loaded.program_fd(ProgramKind::Tc), &old_tc_link)
+        && let Err(error) = sys::link_update(link.as_fd(), tc)
+    {
+        // Put the old XDP program back: the old policy keeps running.
+        let _ = sys::link_update(xdp_link.as_fd(), old_xdp.as_fd());
+        return Err(RuntimeError::Io {
+            context: "swapping the tc egress program",
+            error,
+        });
+    }
+    let swap_time = swap_started.elapsed();
+    // The swap is done: from here on only pins move.
+    if new_tc_link.is_some() {
+        rename(&Pins::staged(&pins.tc_link()), &pins.tc_link())?;
+    }
+    if old_tc_link.is_some() && loaded.program_fd(ProgramKind::Tc).is_none() {
+        // The new policy has no egress program: unpinning detaches it.
+        let _ = std::fs::remove_file(pins.tc_link());
+        let _ = std::fs::remove_file(pins.prog(ProgramKind::Tc));
+    }
+    for kind in [ProgramKind::Xdp, ProgramKind::Tc] {
+        let staged = Pins::staged(&pins.prog(kind));
+        if staged.exists() {
+            rename(&staged, &pins.prog(kind))?;
+        }
+    }
+    // Maps of the old policy that the new one does not reuse go away.
+    if let Ok(entries) = std::fs::read_dir(pins.maps_dir()) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if !reused.iter().any(|r| name.as_os_str() == r.as_str()) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    let staged_maps = Pins::staged(&pins.maps_dir());
+    if let Ok(entries) = std::fs::read_dir(&staged_maps) {
+        for entry in entries.flatten() {
+            rename(&entry.path(), &pins.maps_dir().join(entry.file_name()))?;
+        }
+    }
+    let _ = std::fs::remove_dir(&staged_maps);
+    Ok(swap_time)
+}
+
+/// Detaches the policy installed at `pins` and removes every pin.
+/// `false` when nothing was installed there.
+pub fn uninstall(pins: &Pins) -> bool {
+    let existed = pins.dir.exists();
+    // Links first: the interface is unfiltered from here on.
+    let _ = std::fs::remove_file(pins.xdp_link());
+    let _ = std::fs::remove_file(pins.tc_link());
+    remove_dir_pins(&pins.dir);
+    existed
+}
+
+/// Loads `object` and pins its XDP program at `dir/prog` (tc egress at
+/// `dir/prog_tc`) and its maps under `dir/maps/`, attaching nothing.
+pub fn load_pinned(object: &Object, dir: &Path) -> Result<Loaded, RuntimeError> {
+    ensure_bpffs(dir)?;
+    let pins = Pins::new(dir);
+    create_dir(dir)?;
+    let loaded = Loaded::load_object(object)?;
+    if let Err(error) = pin_object(&loaded, &pins, false, &[]) {
+        remove_dir_pins(dir);
+        return Err(error);
+    }
+    Ok(loaded)
+}
+
+/// The attachment behind a pinned link: interface and program id.
+pub fn pinned_link(path: &Path) -> Option<sys::LinkInfo> {
+    let fd = sys::obj_get(path).ok()?;
+    sys::link_info(fd.as_fd()).ok()
+}
+
+/// Opens a pinned map.
+pub fn open_map(path: &Path) -> Result<OwnedFd, RuntimeError> {
+    sys::obj_get(path).map_err(|error| RuntimeError::Io {
+        context: "opening a pinned map",
+        error: io::Error::new(error.kind(), format!("{}: {error}", path.display())),
+    })
+}
+
+/// How many entries a pinned hash map holds (e.g. conntrack flows).
+pub fn count_entries(map: BorrowedFd<'_>) -> Result<usize, RuntimeError> {
+    let info = sys::map_info(map).map_err(io_err("reading map info"))?;
+    let mut key = vec![0u8; info.key_size as usize];
+    let mut next = vec![0u8; info.key_size as usize];
+    let mut count = 0usize;
+    let mut first = true;
+    // Bounded: a map never holds more than max_entries keys.
+    while count <= info.max_entries as usize {
+        let more = sys::map_get_next_key(map, (!first).then_some(key.as_slice()), &mut next)
+            .map_err(io_err("listing map keys"))?;
+        if !more {
+            break;
+        }
+        first = false;
+        std::mem::swap(&mut key, &mut next);
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// A per-CPU (or plain) array of u64 counters: for each index, the
+/// value's little-endian u64 words summed over CPUs.
+pub fn read_counters(map: BorrowedFd<'_>) -> Result<Vec<Vec<u64>>, RuntimeError> {
+    let info = sys::map_info(map).map_err(io_err("reading map info"))?;
+    let value_size = info.value_size as usize;
+    let percpu = info.map_type == 6; // BPF_MAP_TYPE_PERCPU_ARRAY
+    if !(percpu || info.map_type == 2) || !value_size.is_multiple_of(8) {
+        return Err(RuntimeError::Io {
+            context: "reading counters",
+            error: io::Error::new(io::ErrorKind::InvalidInput, "not an array of u64 counters"),
+        });
+    }
+    let cpus = if percpu {
+        sys::possible_cpus().map_err(io_err("counting CPUs"))?
+    } else {
+        1
+    };
+    let mut buf = vec![0u8; value_size * cpus];
+    let mut out = Vec::with_capacity(info.max_entries as usize);
+    for index in 0..info.max_entries {
+        buf.fill(0);
+        sys::map_lookup_elem(map, &index.to_ne_bytes(), &mut buf)
+            .map_err(io_err("reading a counter"))?;
+        let mut sums = vec![0u64; value_size / 8];
+        for cpu_value in buf.chunks_exact(value_size) {
+            for (sum, word) in sums.iter_mut().zip(cpu_value.chunks_exact(8)) {
+                let mut bytes = [0u8; 8];
+                bytes.copy_from_slice(word);
+                *sum = sum.wrapping_add(u64::from_le_bytes(bytes));
+            }
+        }
+        out.push(sums);
+    }
+    Ok(out)
+}
