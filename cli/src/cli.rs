@@ -4,7 +4,10 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::{cmd_apply, cmd_build, cmd_check, cmd_explain, cmd_fmt, cmd_test};
+use crate::{
+    cmd_apply, cmd_build, cmd_check, cmd_confirm, cmd_explain, cmd_fmt, cmd_log, cmd_stats,
+    cmd_test,
+};
 
 const AFTER_HELP: &str = "\
 Exit status:
@@ -44,9 +47,16 @@ pub enum Command {
     /// Show the policies applied to interfaces.
     Status(cmd_apply::StatusArgs),
     /// Per-rule and per-phase packet and byte counters of applied policies.
-    Stats(cmd_apply::StatusArgs),
+    Stats(cmd_stats::StatsArgs),
     /// Detach an interface's policy and remove its pins.
     Unload(cmd_apply::UnloadArgs),
     /// Load and pin a policy without attaching it (benchmark harnesses).
     Load(cmd_apply::LoadArgs),
+    /// Print the events of `log` rules of an applied policy.
+    Log(cmd_log::LogArgs),
+    /// Keep the policy applied with `apply --confirm` (cancel its rollback).
+    Confirm(cmd_confirm::ConfirmArgs),
+    /// Started by `apply --confirm`: rolls back unless confirmed in time.
+    #[command(hide = true)]
+    RollbackWatcher(cmd_confirm::WatcherArgs),
 }

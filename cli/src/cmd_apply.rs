@@ -7,9 +7,12 @@
 //!   and keeps conntrack and rate-limit state (see
 //!   `patronus_runtime::install`). A small JSON metadata file in
 //!   `STATE_ROOT/IFACE/` (bpffs holds no regular files) records the source,
-//!   its hash, the mode and the stats layout; a lock file beside it
-//!   serialises concurrent applies.
-//! - `status` and `stats` read the pins and the metadata.
+//!   its hash, the mode and the stats layout (with rule identities, so
+//!   that a replace carries the counters of rules still there into the new
+//!   layout); a lock file beside it serialises concurrent applies. The
+//!   `--confirm` rollback and the SSH-lockout warning live in
+//!   `cmd_confirm`.
+//! - `status` reads the pins and the metadata (`stats`: `cmd_stats`).
 //! - `unload -i IFACE` detaches and removes the pins.
 //! - `load POLICY --pin-dir DIR` loads and pins without attaching (for
 //!   benchmark harnesses), optionally recording `--out` flows in conntrack.
@@ -25,13 +28,14 @@ use patronus_compiler::diag::{self, Diagnostic, Files};
 use patronus_compiler::ir;
 use patronus_compiler::semantics::Counter;
 use patronus_compiler::typed::Policy;
+use patronus_compiler::{LoadedFile, TableLoader};
 use patronus_runtime::install::{self, Pins, XdpMode};
 use patronus_runtime::{ProgramKind, RuntimeError};
 use serde::{Deserialize, Serialize};
 
 use crate::cmd_test::phase_name;
 use crate::common::{
-    CliError, ColorArgs, FsTableLoader, Status, print_human_diagnostics, read_policy, write_stdout,
+    CliError, ColorArgs, FsTableLoader, Status, print_human_diagnostics, write_stdout,
 };
 
 /// Where metadata and lock files live by default.
@@ -48,16 +52,16 @@ pub struct Roots {
 }
 
 impl Roots {
-    fn pins(&self, iface: &str) -> Pins {
+    pub fn pins(&self, iface: &str) -> Pins {
         Pins::new(self.pin_root.join(iface))
     }
 
-    fn meta_path(&self, iface: &str) -> PathBuf {
+    pub fn meta_path(&self, iface: &str) -> PathBuf {
         self.state_root.join(iface).join("meta.json")
     }
 
     /// Interfaces with a policy installed under the pin root.
-    fn interfaces(&self) -> Vec<String> {
+    pub fn interfaces(&self) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(&self.pin_root)
             .map(|entries| {
                 entries
@@ -93,6 +97,13 @@ pub struct ApplyArgs {
     /// How to attach the XDP program.
     #[arg(long, value_enum, default_value = "auto")]
     pub mode: Mode,
+    /// Roll back to the previous policy unless `patronusc confirm -i
+    /// IFACE` comes within DURATION (`90s`, `5m`, `500ms`).
+    #[arg(long, value_name = "DURATION", value_parser = crate::cmd_confirm::parse_duration)]
+    pub confirm: Option<Duration>,
+    /// Tests: do not spawn the rollback watcher (they run it in-process).
+    #[arg(long, hide = true)]
+    pub no_watcher: bool,
     #[command(flatten)]
     pub roots: Roots,
     #[command(flatten)]
@@ -146,6 +157,58 @@ pub struct CounterMeta {
     /// `file:line` of the rule.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
+    /// The rule's identity (`typed::Rule::identity`: its label, else its
+    /// normalised text): how a replace finds the same rule's counter in
+    /// the new layout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// The rule's number in the file (1-based).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<u32>,
+    /// The rule's label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+}
+
+impl CounterMeta {
+    /// What identifies this counter across policies: the rule identity,
+    /// or the phase name. `None` for a rule recorded without identity.
+    fn carry_key(&self) -> Option<String> {
+        match self.kind.as_str() {
+            "phase" => Some(format!("phase:{}", self.name)),
+            _ => self.identity.as_ref().map(|id| format!("rule:{id}")),
+        }
+    }
+}
+
+/// Which counters of the replaced policy go where in the new one: pairs
+/// `(new index, summed words)` for every new counter whose rule identity
+/// (or phase name) the old layout also had. An identity held by several
+/// old counters (identical unlabelled rules) is carried to the first new
+/// counter with it only, so nothing is counted twice.
+pub fn carried_counters(
+    old: &[CounterMeta],
+    old_values: &[Vec<u64>],
+    new: &[CounterMeta],
+) -> Vec<(u32, Vec<u64>)> {
+    let mut by_key: std::collections::HashMap<String, Vec<u64>> = std::collections::HashMap::new();
+    for (counter, words) in old.iter().zip(old_values) {
+        let Some(key) = counter.carry_key() else {
+            continue;
+        };
+        let total = by_key.entry(key).or_insert_with(|| vec![0; words.len()]);
+        for (sum, word) in total.iter_mut().zip(words) {
+            *sum = sum.wrapping_add(*word);
+        }
+    }
+    new.iter()
+        .enumerate()
+        .filter_map(|(index, counter)| {
+            let words = by_key.remove(&counter.carry_key()?)?;
+            let index = u32::try_from(index).ok()?;
+            words.iter().any(|w| *w != 0).then_some((index, words))
+        })
+        .collect()
 }
 
 /// What `apply` records about an installed policy.
@@ -175,33 +238,116 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn runtime_err(context: &str) -> impl FnOnce(RuntimeError) -> CliError + '_ {
+pub fn runtime_err(context: &str) -> impl FnOnce(RuntimeError) -> CliError + '_ {
     move |err| CliError::new(format!("{context}: {err}"))
 }
 
 /// A compiled policy and what the metadata needs from its source.
-struct Compiled {
-    policy: Policy,
-    program: ir::Program,
-    object: Object,
-    text: String,
-    counters: Vec<CounterMeta>,
+pub(crate) struct Compiled {
+    pub(crate) policy: Policy,
+    pub(crate) program: ir::Program,
+    pub(crate) object: Object,
+    pub(crate) text: String,
+    pub(crate) counters: Vec<CounterMeta>,
+    /// The sources it was compiled from, to compile it again later
+    /// (rollback) whatever happens to the files meanwhile.
+    pub(crate) snapshot: Snapshot,
 }
 
-/// check → lower → compile; `Ok(None)` when the policy has errors (they
-/// are printed).
-fn compile(path: &Path, color: &ColorArgs) -> Result<Option<Compiled>, CliError> {
+/// A policy's source text and the table files it read, as they were.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The policy's file name, as given (table paths resolve against it).
+    pub name: String,
+    pub text: String,
+    /// `(policy name, path as written, resolved name, contents)`.
+    pub tables: Vec<(String, String, String, String)>,
+}
+
+/// Reads tables from disk ([`FsTableLoader`]) and remembers them.
+#[derive(Default)]
+struct RecordingLoader {
+    read: std::cell::RefCell<Vec<(String, String, String, String)>>,
+}
+
+impl TableLoader for RecordingLoader {
+    fn load(&self, policy_name: &str, path: &str) -> Result<LoadedFile, String> {
+        let file = FsTableLoader.load(policy_name, path)?;
+        self.read.borrow_mut().push((
+            policy_name.to_owned(),
+            path.to_owned(),
+            file.name.clone(),
+            file.text.clone(),
+        ));
+        Ok(file)
+    }
+}
+
+/// Serves the tables of a [`Snapshot`].
+struct SnapshotLoader<'a>(&'a Snapshot);
+
+impl TableLoader for SnapshotLoader<'_> {
+    fn load(&self, policy_name: &str, path: &str) -> Result<LoadedFile, String> {
+        self.0
+            .tables
+            .iter()
+            .find(|(p, t, _, _)| p == policy_name && t == path)
+            .map(|(_, _, name, text)| LoadedFile {
+                name: name.clone(),
+                text: text.clone(),
+            })
+            .ok_or_else(|| format!("`{path}` is not in the saved policy"))
+    }
+}
+
+/// check → lower → compile the policy file at `path`; `Ok(None)` when the
+/// policy has errors (they are printed).
+pub(crate) fn compile(path: &Path, color: &ColorArgs) -> Result<Option<Compiled>, CliError> {
+    let text = crate::common::read_text(path).map_err(CliError::new)?;
+    let loader = RecordingLoader::default();
+    let name = path.display().to_string();
+    let Some(mut compiled) = compile_text(&name, &text, &loader, color)? else {
+        return Ok(None);
+    };
+    compiled.snapshot.tables = loader.read.into_inner();
+    Ok(Some(compiled))
+}
+
+/// Compiles a saved policy again (its tables from the snapshot).
+pub(crate) fn compile_snapshot(
+    snapshot: &Snapshot,
+    color: &ColorArgs,
+) -> Result<Option<Compiled>, CliError> {
+    let mut compiled = compile_text(
+        &snapshot.name,
+        &snapshot.text,
+        &SnapshotLoader(snapshot),
+        color,
+    )?;
+    if let Some(compiled) = &mut compiled {
+        compiled.snapshot.tables = snapshot.tables.clone();
+    }
+    Ok(compiled)
+}
+
+fn compile_text(
+    name: &str,
+    text: &str,
+    loader: &dyn TableLoader,
+    color: &ColorArgs,
+) -> Result<Option<Compiled>, CliError> {
     let mut files = Files::new();
-    let file = read_policy(&mut files, path)?;
-    let checked = patronus_compiler::check(&mut files, file, &FsTableLoader);
+    let file = files.add(name.to_owned(), text.to_owned());
+    let checked = patronus_compiler::check(&mut files, file, loader);
     print_human_diagnostics(&files, &checked.diagnostics, color.color);
     let policy = match checked.policy {
         Some(policy) if !checked.has_errors() => policy,
         _ => return Ok(None),
     };
     let program = ir::lower(&policy);
-    let object = patronus_codegen::compile(&program)
-        .map_err(|err| CliError::new(format!("cannot compile `{}`: {err}", path.display())))?;
+    let mut object = patronus_codegen::compile(&program)
+        .map_err(|err| CliError::new(format!("cannot compile `{name}`: {err}")))?;
+    test_knob_break_verifier(&mut object)?;
     let counters = program
         .counters
         .iter()
@@ -209,42 +355,67 @@ fn compile(path: &Path, color: &ColorArgs) -> Result<Option<Compiled>, CliError>
             Counter::Rule(rule) => {
                 let location = policy.rules.get(rule.0 as usize).map(|r| {
                     let (line, _) = files.line_col(policy.file, r.span.start);
-                    format!("{}:{line}", path.display())
+                    format!("{name}:{line}")
                 });
                 CounterMeta {
                     kind: "rule".into(),
                     name: crate::cmd_test::rule_name(&policy, *rule),
                     location,
+                    identity: policy
+                        .rules
+                        .get(rule.0 as usize)
+                        .map(|r| r.identity.clone()),
+                    rule: Some(rule.0 + 1),
+                    label: policy
+                        .rules
+                        .get(rule.0 as usize)
+                        .and_then(|r| r.label.clone()),
                 }
             }
             Counter::Phase(phase) => CounterMeta {
                 kind: "phase".into(),
                 name: phase_name(*phase),
                 location: None,
+                identity: None,
+                rule: None,
+                label: None,
             },
         })
         .collect();
-    let text = files.get(file).text.clone();
     Ok(Some(Compiled {
         policy,
         program,
         object,
-        text,
+        text: text.to_owned(),
         counters,
+        snapshot: Snapshot {
+            name: name.to_owned(),
+            text: text.to_owned(),
+            tables: Vec::new(),
+        },
     }))
 }
 
 /// An exclusive `flock` on the interface's lock file, released on drop.
-struct ApplyLock {
+pub(crate) struct ApplyLock {
     _held: File,
 }
 
 impl ApplyLock {
-    fn take(dir: &Path) -> Result<ApplyLock, CliError> {
-        std::fs::create_dir_all(dir)
+    pub(crate) fn take(dir: &Path) -> Result<ApplyLock, CliError> {
+        use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
             .map_err(|e| CliError::new(format!("cannot create `{}`: {e}", dir.display())))?;
         let path = dir.join("lock");
-        let file = File::create(&path)
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
             .map_err(|e| CliError::new(format!("cannot open `{}`: {e}", path.display())))?;
         // Blocks until the other apply on this interface is done.
         file.lock()
@@ -253,23 +424,76 @@ impl ApplyLock {
     }
 }
 
-fn read_meta(path: &Path) -> Option<Meta> {
+pub fn read_meta(path: &Path) -> Option<Meta> {
     let text = std::fs::read_to_string(path).ok()?;
     serde_json::from_str(&text).ok()
 }
 
-fn write_meta(path: &Path, meta: &Meta) -> Result<(), CliError> {
+pub(crate) fn write_meta(path: &Path, meta: &Meta) -> Result<(), CliError> {
     let text = serde_json::to_string_pretty(meta)
         .map_err(|e| CliError::new(format!("cannot encode metadata: {e}")))?;
-    // Write then rename: a reader never sees half a file.
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, text)
+    write_private(path, &text)
+}
+
+/// Writes a state file readable by its owner only (mode 0600), through a
+/// temporary file and a rename: a reader never sees half a file.
+pub(crate) fn write_private(path: &Path, text: &str) -> Result<(), CliError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut file| file.write_all(text.as_bytes()))
         .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(|e| CliError::new(format!("cannot write `{}`: {e}", path.display())))
 }
 
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// Adds the replaced policy's counters to the new stats map (see
+/// [`carried_counters`]); returns how many counters were carried. A
+/// failure here loses statistics, not filtering: it is a warning.
+fn carry_counters(
+    old_stats: &std::os::fd::OwnedFd,
+    previous: &Meta,
+    installed: &install::Installed,
+    new: &[CounterMeta],
+) -> usize {
+    use std::os::fd::AsFd as _;
+    let Some(new_stats) = installed.loaded.map_fd("stats") else {
+        return 0;
+    };
+    let old_values = match install::read_counters(old_stats.as_fd()) {
+        Ok(values) => values,
+        Err(err) => {
+            eprintln!("patronusc: warning: counters of the replaced policy not kept: {err}");
+            return 0;
+        }
+    };
+    let carried = carried_counters(&previous.counters, &old_values, new);
+    for (index, words) in &carried {
+        if let Err(err) = install::add_counters(new_stats, *index, words) {
+            eprintln!("patronusc: warning: counter {index} of the replaced policy not kept: {err}");
+        }
+    }
+    carried.len()
+}
+
+/// Refuses early, with a clear message (exit 2), when this process
+/// cannot load or attach programs.
+pub(crate) fn require_privileges() -> Result<(), CliError> {
+    match install::missing_privileges() {
+        Some(why) => Err(CliError::new(why)),
+        None => Ok(()),
+    }
 }
 
 pub fn run_apply(args: &ApplyArgs) -> Result<Status, CliError> {
@@ -291,31 +515,105 @@ pub fn run_apply(args: &ApplyArgs) -> Result<Status, CliError> {
     if iface.is_empty() || iface.contains('/') || iface.starts_with('.') {
         return Err(CliError::new(format!("`{iface}` is not an interface name")));
     }
+    require_privileges()?;
     let ifindex = install::ifindex(&iface).map_err(runtime_err(&iface))?;
+    if let Some(warning) = std::env::var("SSH_CONNECTION")
+        .ok()
+        .and_then(|session| crate::cmd_confirm::ssh_lockout(&compiled.policy, &session))
+    {
+        match args.confirm {
+            Some(within) => eprintln!(
+                "patronusc: warning: {warning}; it is rolled back in {within:.0?} unless confirmed"
+            ),
+            None => eprintln!(
+                "patronusc: warning: {warning} (if this is the session you are using, \
+                 `--confirm 60s` rolls back unless you confirm)"
+            ),
+        }
+    }
     let _lock = ApplyLock::take(&args.roots.state_root.join(&iface))?;
-    let pins = args.roots.pins(&iface);
-    let mode = match args.mode {
+    let confirm = crate::cmd_confirm::before_apply(&args.roots, &iface, args.confirm)?;
+    let source = std::fs::canonicalize(&args.policy).unwrap_or_else(|_| args.policy.clone());
+    let report = apply_locked(
+        &args.roots,
+        &iface,
+        ifindex,
+        &compiled,
+        args.mode,
+        &Applying {
+            label: args.policy.display().to_string(),
+            source: source.display().to_string(),
+            started,
+            compile_time,
+        },
+    )?;
+    let mut report = report;
+    crate::cmd_confirm::after_apply(
+        &args.roots,
+        &iface,
+        &compiled.snapshot,
+        confirm,
+        args.no_watcher,
+        &mut report,
+    )?;
+    write_stdout(&report)?;
+    Ok(Status::Success)
+}
+
+/// What the apply report says about where the policy came from and how
+/// long it took so far.
+pub(crate) struct Applying {
+    /// The policy as named on the command line.
+    pub(crate) label: String,
+    /// Recorded in the metadata (canonical path).
+    pub(crate) source: String,
+    pub(crate) started: Instant,
+    pub(crate) compile_time: Duration,
+}
+
+/// Installs a compiled policy on `iface` (the apply lock held), writes
+/// its metadata, and returns the report.
+pub(crate) fn apply_locked(
+    roots: &Roots,
+    iface: &str,
+    ifindex: u32,
+    compiled: &Compiled,
+    requested_mode: Mode,
+    applying: &Applying,
+) -> Result<String, CliError> {
+    let pins = roots.pins(iface);
+    let mode = match requested_mode {
         Mode::Auto => XdpMode::Auto,
         Mode::Native => XdpMode::Native,
         Mode::Generic => XdpMode::Generic,
     };
+    let meta_path = roots.meta_path(iface);
+    let previous = read_meta(&meta_path);
+    // Held open across the swap: the replaced policy's counters, final
+    // once its program no longer runs.
+    let old_stats = pins
+        .installed()
+        .then(|| install::open_map_readonly(&pins.map("stats")).ok())
+        .flatten();
     let install_started = Instant::now();
     let installed = install::install(&compiled.object, ifindex, mode, &pins).map_err(
         runtime_err("cannot apply the policy (the running policy, if any, is unchanged)"),
     )?;
     let install_time = install_started.elapsed();
-
-    let meta_path = args.roots.meta_path(&iface);
-    let previous = read_meta(&meta_path);
+    let carried = match (&old_stats, &previous, installed.replaced) {
+        (Some(old_stats), Some(previous), true) => {
+            carry_counters(old_stats, previous, &installed, &compiled.counters)
+        }
+        _ => 0,
+    };
     let mode_name = match (installed.mode, &previous) {
         (Some(mode), _) => mode.name().to_owned(),
         (None, Some(previous)) => previous.mode.clone(),
         (None, None) => "unknown".to_owned(),
     };
-    let source = std::fs::canonicalize(&args.policy).unwrap_or_else(|_| args.policy.clone());
     let meta = Meta {
-        interface: iface.clone(),
-        source: source.display().to_string(),
+        interface: iface.to_owned(),
+        source: applying.source.clone(),
         policy_hash: format!("{:016x}", fnv1a(compiled.text.as_bytes())),
         mode: mode_name.clone(),
         attached_at: match (&previous, installed.replaced) {
@@ -328,7 +626,7 @@ pub fn run_apply(args: &ApplyArgs) -> Result<Status, CliError> {
     write_meta(&meta_path, &meta)?;
 
     let mut report = String::new();
-    let requested = match args.mode {
+    let requested = match requested_mode {
         Mode::Auto => None,
         Mode::Native => Some("native"),
         Mode::Generic => Some("generic"),
@@ -350,7 +648,7 @@ pub fn run_apply(args: &ApplyArgs) -> Result<Status, CliError> {
     let _ = writeln!(
         report,
         "{} {verb} {iface} (XDP {mode_name}{})",
-        args.policy.display(),
+        applying.label,
         if installed.loaded.has_program(ProgramKind::Tc) {
             ", tcx egress"
         } else {
@@ -392,6 +690,12 @@ pub fn run_apply(args: &ApplyArgs) -> Result<Status, CliError> {
             installed.reset.join(", ")
         );
     }
+    if carried > 0 {
+        let _ = writeln!(
+            report,
+            "  counters kept: {carried} (rules still present, phases)"
+        );
+    }
     if let Some(swap) = installed.swap_time {
         let _ = writeln!(
             report,
@@ -402,13 +706,12 @@ pub fn run_apply(args: &ApplyArgs) -> Result<Status, CliError> {
     let _ = writeln!(
         report,
         "  time: compile {}, load+{} {}, total {}",
-        ms(compile_time),
+        ms(applying.compile_time),
         if installed.replaced { "swap" } else { "attach" },
         ms(install_time),
-        ms(started.elapsed())
+        ms(applying.started.elapsed())
     );
-    write_stdout(&report)?;
-    Ok(Status::Success)
+    Ok(report)
 }
 
 #[derive(Debug, Serialize)]
@@ -429,7 +732,7 @@ fn status_of(roots: &Roots, iface: &str) -> StatusEntry {
     let tc = install::pinned_link(&pins.tc_link());
     let conntrack = ["ct_v4", "ct_v6"]
         .iter()
-        .filter_map(|name| install::open_map(&pins.map(name)).ok())
+        .filter_map(|name| install::open_map_readonly(&pins.map(name)).ok())
         .map(|fd| install::count_entries(std::os::fd::AsFd::as_fd(&fd)).unwrap_or(0))
         .reduce(|a, b| a + b);
     StatusEntry {
@@ -495,84 +798,10 @@ pub fn run_status(args: &StatusArgs) -> Result<Status, CliError> {
     Ok(Status::Success)
 }
 
-#[derive(Debug, Serialize)]
-struct StatRow {
-    kind: String,
-    name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    location: Option<String>,
-    packets: u64,
-    bytes: u64,
-}
-
-pub fn run_stats(args: &StatusArgs) -> Result<Status, CliError> {
-    let names = match &args.iface {
-        Some(iface) => vec![iface.clone()],
-        None => args.roots.interfaces(),
-    };
-    let mut all = Vec::new();
-    for iface in &names {
-        let pins = args.roots.pins(iface);
-        let meta = read_meta(&args.roots.meta_path(iface)).ok_or_else(|| {
-            CliError::new(format!(
-                "{iface}: no policy metadata in {} (applied by patronusc apply?)",
-                args.roots.state_root.display()
-            ))
-        })?;
-        let fd = install::open_map(&pins.map("stats")).map_err(runtime_err(iface))?;
-        let values =
-            install::read_counters(std::os::fd::AsFd::as_fd(&fd)).map_err(runtime_err(iface))?;
-        let rows: Vec<StatRow> = meta
-            .counters
-            .iter()
-            .zip(values)
-            .map(|(counter, words)| StatRow {
-                kind: counter.kind.clone(),
-                name: counter.name.clone(),
-                location: counter.location.clone(),
-                packets: words.first().copied().unwrap_or(0),
-                bytes: words.get(1).copied().unwrap_or(0),
-            })
-            .collect();
-        all.push((iface.clone(), rows));
-    }
-    if args.json {
-        let json: serde_json::Map<String, serde_json::Value> = all
-            .into_iter()
-            .map(|(iface, rows)| (iface, serde_json::json!(rows)))
-            .collect();
-        let text = serde_json::to_string_pretty(&json)
-            .map_err(|e| CliError::new(format!("cannot encode JSON: {e}")))?;
-        write_stdout(&format!("{text}\n"))?;
-        return Ok(Status::Success);
-    }
-    let mut out = String::new();
-    for (iface, rows) in &all {
-        let _ = writeln!(out, "{iface}:");
-        let _ = writeln!(out, "  {:>12} {:>14}  counter", "packets", "bytes");
-        for row in rows {
-            let _ = writeln!(
-                out,
-                "  {:>12} {:>14}  {}{}{}",
-                row.packets,
-                row.bytes,
-                if row.kind == "phase" { "phase " } else { "" },
-                row.name,
-                row.location
-                    .as_ref()
-                    .map(|l| format!(" ({l})"))
-                    .unwrap_or_default()
-            );
-        }
-    }
-    if all.is_empty() {
-        out.push_str("no policy is applied\n");
-    }
-    write_stdout(&out)?;
-    Ok(Status::Success)
-}
+pub use crate::cmd_stats::run_stats;
 
 pub fn run_unload(args: &UnloadArgs) -> Result<Status, CliError> {
+    require_privileges()?;
     let _lock = ApplyLock::take(&args.roots.state_root.join(&args.iface))?;
     let pins = args.roots.pins(&args.iface);
     if !install::uninstall(&pins) {
@@ -580,6 +809,8 @@ pub fn run_unload(args: &UnloadArgs) -> Result<Status, CliError> {
         return Ok(Status::Failure);
     }
     let _ = std::fs::remove_file(args.roots.meta_path(&args.iface));
+    // A pending `--confirm` rollback would bring a policy back.
+    crate::cmd_confirm::forget(&args.roots, &args.iface);
     write_stdout(&format!("unloaded the policy from {}\n", args.iface))?;
     Ok(Status::Success)
 }
@@ -606,6 +837,7 @@ pub fn run_load(args: &LoadArgs) -> Result<Status, CliError> {
     let Some(compiled) = compile(&args.policy, &args.color)? else {
         return Ok(Status::Failure);
     };
+    require_privileges()?;
     let frames = args
         .out
         .iter()
@@ -641,4 +873,107 @@ pub fn run_load(args: &LoadArgs) -> Result<Status, CliError> {
     }
     write_stdout(&report)?;
     Ok(Status::Success)
+}
+
+/// Test-only (tests/tests/e2e_failures.rs): with
+/// `PATRONUS_TEST_BREAK_VERIFIER=1` in the environment, the XDP program
+/// reads a byte through the packet pointer before any bounds check (its
+/// third instruction, right after `r7 = data`), which the verifier must
+/// reject. Not a user option: it exists to test the verifier error path.
+fn test_knob_break_verifier(object: &mut Object) -> Result<(), CliError> {
+    if std::env::var_os("PATRONUS_TEST_BREAK_VERIFIER").is_none_or(|v| v != "1") {
+        return Ok(());
+    }
+    let elf = &mut object.elf;
+    let field = |at: usize, len: usize| -> usize {
+        elf.get(at..at + len).map_or(0, |b| {
+            b.iter().rev().fold(0, |n, &x| n << 8 | usize::from(x))
+        })
+    };
+    let (shoff, shentsize, shnum) = (field(0x28, 8), field(0x3a, 2), field(0x3c, 2));
+    let strtab = field(shoff + field(0x3e, 2) * shentsize + 0x18, 8);
+    let xdp = (0..shnum).map(|i| shoff + i * shentsize).find(|&header| {
+        let name = strtab + field(header, 4);
+        elf.get(name..name + 4) == Some(b"xdp\0")
+    });
+    // `r7 = *(u32 *)(r6 + 0)` (data) must be instruction 1.
+    let patch = xdp
+        .map(|header| field(header + 0x18, 8) + 16)
+        .filter(|&at| elf.get(at - 8..at - 4) == Some(&[0x61, 0x67, 0, 0]));
+    let Some(at) = patch else {
+        return Err(CliError::new(
+            "PATRONUS_TEST_BREAK_VERIFIER: unexpected program prologue",
+        ));
+    };
+    // `r1 = *(u8 *)(r7 + 0)`: BPF_LDX | BPF_MEM | BPF_B, dst r1, src r7.
+    elf[at..at + 8].copy_from_slice(&[0x71, 0x71, 0, 0, 0, 0, 0, 0]);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(name: &str, identity: &str) -> CounterMeta {
+        CounterMeta {
+            kind: "rule".into(),
+            name: name.into(),
+            location: None,
+            identity: Some(identity.into()),
+            rule: None,
+            label: None,
+        }
+    }
+
+    fn phase(name: &str) -> CounterMeta {
+        CounterMeta {
+            kind: "phase".into(),
+            name: name.into(),
+            location: None,
+            identity: None,
+            rule: None,
+            label: None,
+        }
+    }
+
+    #[test]
+    fn counters_follow_rule_identity_and_phase_name() {
+        let old = [
+            rule("rule 1 \"web\"", "web"),
+            rule("rule 2", "allow udp to port 53"),
+            rule("rule 3", "allow udp to port 53"),
+            phase("allow"),
+            phase("default"),
+        ];
+        let old_values = vec![
+            vec![10, 1000],
+            vec![2, 200],
+            vec![3, 300],
+            vec![15, 1500],
+            vec![0, 0],
+        ];
+        let new = [
+            rule("rule 1 \"ssh\"", "ssh"),
+            rule("rule 2 \"web\"", "web"),
+            rule("rule 3", "allow udp to port 53"),
+            phase("default"),
+            phase("allow"),
+            rule("rule 4", "allow udp to port 53"),
+        ];
+        let carried = carried_counters(&old, &old_values, &new);
+        // "web" moved from 0 to 1; both identical udp rules summed onto the
+        // first new one; "allow" moved; zero "default" is not written.
+        assert_eq!(
+            carried,
+            vec![(1, vec![10, 1000]), (2, vec![5, 500]), (4, vec![15, 1500])]
+        );
+    }
+
+    #[test]
+    fn rules_without_recorded_identity_are_not_carried() {
+        let mut old = rule("rule 1", "x");
+        old.identity = None;
+        let new = [rule("rule 1", "x")];
+        assert!(carried_counters(&[old], &[vec![1, 1]], &new).is_empty());
+    }
 }

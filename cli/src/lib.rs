@@ -6,8 +6,11 @@ pub mod cli;
 pub mod cmd_apply;
 pub mod cmd_build;
 pub mod cmd_check;
+pub mod cmd_confirm;
 pub mod cmd_explain;
 pub mod cmd_fmt;
+pub mod cmd_log;
+pub mod cmd_stats;
 pub mod cmd_test;
 pub mod common;
 
@@ -70,5 +73,8 @@ fn dispatch(command: &Command) -> Result<Status, CliError> {
         Command::Stats(args) => cmd_apply::run_stats(args),
         Command::Unload(args) => cmd_apply::run_unload(args),
         Command::Load(args) => cmd_apply::run_load(args),
+        Command::Confirm(args) => cmd_confirm::run_confirm(args),
+        Command::Log(args) => cmd_log::run_log(args),
+        Command::RollbackWatcher(args) => cmd_confirm::run_watcher(args),
     }
 }

@@ -171,6 +171,20 @@ fn is_bpffs(path: &Path) -> bool {
 pub fn ensure_bpffs(root: &Path) -> Result<(), RuntimeError> {
     let default_mount = Path::new("/sys/fs/bpf");
     if root.starts_with(default_mount) && !is_bpffs(default_mount) {
+        if let Some(name) = named_netns() {
+            // `ip netns exec` gives its command a private /sys without the
+            // host's bpffs: a bpffs mounted here, and the pins and the
+            // policy with it, would vanish when patronusc exits. Refuse
+            // instead of "succeeding".
+            return Err(RuntimeError::Io {
+                context: "finding bpffs",
+                error: io::Error::other(format!(
+                    "/sys/fs/bpf is not mounted here, in network namespace `{name}` (under \
+                     `ip netns exec`?): pins made here would vanish when patronusc exits; \
+                     use `nsenter --net=/run/netns/{name} patronusc ...` instead"
+                )),
+            });
+        }
         // SAFETY: constant NUL-terminated strings.
         let ret = unsafe {
             libc::mount(
@@ -202,6 +216,21 @@ pub fn ensure_bpffs(root: &Path) -> Result<(), RuntimeError> {
         });
     }
     Ok(())
+}
+
+/// The name under /run/netns of the network namespace this process is in,
+/// if it is a named one (`ip netns add`).
+fn named_netns() -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let own = std::fs::metadata("/proc/self/ns/net").ok()?;
+    std::fs::read_dir("/run/netns")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let meta = std::fs::metadata(entry.path()).ok()?;
+            (meta.dev() == own.dev() && meta.ino() == own.ino())
+                .then(|| entry.file_name().to_string_lossy().into_owned())
+        })
 }
 
 fn create_dir(path: &Path) -> Result<(), RuntimeError> {
@@ -262,6 +291,14 @@ fn remove_dir_pins(dir: &Path) {
         }
     }
     let _ = std::fs::remove_dir(dir);
+}
+
+/// Whether the pinned XDP link lost its interface (the kernel reports
+/// ifindex 0 for a link whose device went away).
+fn link_severed(pins: &Pins) -> bool {
+    sys::obj_get(&pins.xdp_link())
+        .and_then(|link| sys::link_info(link.as_fd()))
+        .is_ok_and(|info| info.ifindex == 0)
 }
 
 fn remove_staged(pins: &Pins) {
@@ -334,6 +371,13 @@ pub fn install(
 ) -> Result<Installed, RuntimeError> {
     ensure_bpffs(&pins.dir)?;
     create_dir(&pins.dir)?;
+    if pins.installed() && link_severed(pins) {
+        // The interface the policy was attached to is gone (deleted, maybe
+        // re-created under the same name): nothing runs, so there is
+        // nothing to swap; clear the dead pins and attach afresh.
+        remove_dir_pins(&pins.dir);
+        create_dir(&pins.dir)?;
+    }
     let replacing = pins.installed();
     let (reuse, reset) = if replacing {
         reusable_state(object, pins)
@@ -428,6 +472,9 @@ fn swap(
     pins: &Pins,
     reused: &[String],
 ) -> Result<std::time::Duration, RuntimeError> {
+    // Staging pins left by a replace that crashed half-way would otherwise
+    // be renamed over the live ones (e.g. a stale `maps_new/ct_v4`).
+    remove_staged(pins);
     pin_object(loaded, pins, true, reused)?;
     let xdp_link = sys::obj_get(&pins.xdp_link()).map_err(io_err("opening the pinned XDP link"))?;
     let old_xdp = sys::obj_get(&pins.prog(ProgramKind::Xdp))
@@ -529,6 +576,50 @@ pub fn open_map(path: &Path) -> Result<OwnedFd, RuntimeError> {
     })
 }
 
+/// Opens a pinned map read-only (readers: `status`, `stats`).
+pub fn open_map_readonly(path: &Path) -> Result<OwnedFd, RuntimeError> {
+    sys::obj_get_readonly(path).map_err(|error| RuntimeError::Io {
+        context: "opening a pinned map",
+        error: io::Error::new(error.kind(), format!("{}: {error}", path.display())),
+    })
+}
+
+/// Capability numbers (linux/capability.h).
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_BPF: u32 = 39;
+
+/// Why this process cannot load and attach programs, judged from its
+/// effective capabilities: attaching needs `CAP_NET_ADMIN`, loading needs
+/// `CAP_BPF` (or `CAP_SYS_ADMIN`, which kernels before 5.8 wanted).
+/// `None` when it can, or when `/proc` cannot tell (the kernel will).
+pub fn missing_privileges() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    missing_in_status(&status)
+}
+
+/// [`missing_privileges`] on the text of a `/proc/PID/status` file.
+pub fn missing_in_status(status: &str) -> Option<String> {
+    let effective = status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())?;
+    let has = |cap: u32| effective & (1u64 << cap) != 0;
+    let mut missing = Vec::new();
+    if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_BPF");
+    }
+    if !has(CAP_NET_ADMIN) {
+        missing.push("CAP_NET_ADMIN");
+    }
+    (!missing.is_empty()).then(|| {
+        format!(
+            "loading and attaching eBPF programs needs root (missing {}); run it with sudo",
+            missing.join(" and ")
+        )
+    })
+}
+
 /// How many entries a pinned hash map holds (e.g. conntrack flows).
 pub fn count_entries(map: BorrowedFd<'_>) -> Result<usize, RuntimeError> {
     let info = sys::map_info(map).map_err(io_err("reading map info"))?;
@@ -584,4 +675,65 @@ pub fn read_counters(map: BorrowedFd<'_>) -> Result<Vec<Vec<u64>>, RuntimeError>
         out.push(sums);
     }
     Ok(out)
+}
+
+/// Adds `words` (one total per u64 word of the value, e.g. packets and
+/// bytes) to counter `index` of a per-CPU (or plain) u64 array, on the
+/// first CPU's slot. Used to carry a replaced policy's counters over; a
+/// packet the program counts on that CPU during this read-modify-write
+/// can be lost, which is why it is done once, right after the swap.
+pub fn add_counters(map: BorrowedFd<'_>, index: u32, words: &[u64]) -> Result<(), RuntimeError> {
+    let info = sys::map_info(map).map_err(io_err("reading map info"))?;
+    let value_size = info.value_size as usize;
+    let percpu = info.map_type == 6; // BPF_MAP_TYPE_PERCPU_ARRAY
+    if !(percpu || info.map_type == 2) || !value_size.is_multiple_of(8) || index >= info.max_entries
+    {
+        return Err(RuntimeError::Io {
+            context: "writing counters",
+            error: io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not an array of u64 counters, or the index is out of range",
+            ),
+        });
+    }
+    let cpus = if percpu {
+        sys::possible_cpus().map_err(io_err("counting CPUs"))?
+    } else {
+        1
+    };
+    let mut buf = vec![0u8; value_size * cpus];
+    sys::map_lookup_elem(map, &index.to_ne_bytes(), &mut buf)
+        .map_err(io_err("reading a counter"))?;
+    for (slot, add) in buf[..value_size].chunks_exact_mut(8).zip(words) {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(slot);
+        let sum = u64::from_le_bytes(bytes).wrapping_add(*add);
+        slot.copy_from_slice(&sum.to_le_bytes());
+    }
+    sys::map_update_elem(map, &index.to_ne_bytes(), &buf).map_err(io_err("writing a counter"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn privileges_come_from_the_effective_set() {
+        let root = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\n";
+        assert_eq!(missing_in_status(root), None);
+        let user = "CapPrm:\t000001ffffffffff\nCapEff:\t0000000000000000\n";
+        assert_eq!(
+            missing_in_status(user).as_deref(),
+            Some(
+                "loading and attaching eBPF programs needs root (missing CAP_BPF and \
+                 CAP_NET_ADMIN); run it with sudo"
+            )
+        );
+        // CAP_NET_ADMIN and CAP_SYS_ADMIN (an older kernel's CAP_BPF).
+        let old_style = format!("CapEff:\t{:016x}\n", (1u64 << 12) | (1u64 << 21));
+        assert_eq!(missing_in_status(&old_style), None);
+        let bpf_only = format!("CapEff:\t{:016x}\n", 1u64 << 39);
+        assert!(missing_in_status(&bpf_only).is_some_and(|m| m.contains("missing CAP_NET_ADMIN)")));
+        assert_eq!(missing_in_status("no such line"), None);
+    }
 }

@@ -6,6 +6,7 @@
 //!   and state resets.
 //! - [`install`]: attaching a policy to an interface (XDP + tcx egress
 //!   links pinned on bpffs), atomic replacement, pinned counters, removal.
+//! - [`events`]: `log` events from a pinned ring buffer.
 //! - [`probe`]: whether this process can load and test-run programs at all.
 //! - [`RuntimeError`]: every failure as data; verifier rejections carry the
 //!   log's last lines and the listing's annotation of the failing
@@ -15,6 +16,7 @@
 //! the bytes it is given and reads counters as u64 words.
 
 pub mod error;
+pub mod events;
 pub mod install;
 pub mod loaded;
 pub mod sys;

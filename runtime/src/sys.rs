@@ -391,6 +391,25 @@ pub fn obj_get(path: &std::path::Path) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// `BPF_F_RDONLY`: a descriptor that can read a map but not change it.
+const BPF_F_RDONLY: u32 = 1 << 3;
+
+/// Opens the map pinned at `path` read-only (`BPF_OBJ_GET` with
+/// `BPF_F_RDONLY`): for readers such as `status` and `stats`. Links and
+/// programs refuse the flag.
+pub fn obj_get_readonly(path: &std::path::Path) -> io::Result<OwnedFd> {
+    let path = c_path(path)?;
+    let mut attr = ObjAttr {
+        pathname: ptr(path.as_ptr()),
+        file_flags: BPF_F_RDONLY,
+        ..ObjAttr::default()
+    };
+    // SAFETY: path is a NUL-terminated string that outlives the call.
+    let fd = unsafe { bpf(BPF_OBJ_GET, &mut attr)? };
+    // SAFETY: the kernel returned a fresh descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
 #[repr(C)]
 #[derive(Default)]
 struct LinkCreateAttr {

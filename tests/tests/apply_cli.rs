@@ -67,9 +67,37 @@ fn the_subcommands_parse() {
         (&["patronusc", "load", "p.pf"], false),
         (&["patronusc", "apply", "p.pf", "--mode", "generic"], true),
         (&["patronusc", "apply", "p.pf", "--mode", "turbo"], false),
+        (&["patronusc", "apply", "p.pf", "--confirm", "90s"], true),
+        (&["patronusc", "apply", "p.pf", "--confirm", "0s"], false),
+        (&["patronusc", "apply", "p.pf", "--confirm", "soon"], false),
+        (&["patronusc", "confirm", "-i", "eth0"], true),
+        (&["patronusc", "confirm"], false),
+        (&["patronusc", "stats", "--prometheus"], true),
+        (&["patronusc", "stats", "--json", "--prometheus"], false),
+        (&["patronusc", "stats", "--watch"], true),
+        (&["patronusc", "stats", "--watch", "5", "-i", "eth0"], true),
+        (&["patronusc", "stats", "--watch", "0"], false),
+        (&["patronusc", "stats", "--watch", "--json"], false),
+        (&["patronusc", "log", "-i", "eth0", "--count", "3"], true),
+        (&["patronusc", "log", "--count", "3"], false),
     ] {
         assert_eq!(Cli::try_parse_from(args).is_ok(), ok, "{args:?}");
     }
+}
+
+#[test]
+fn the_new_flags_parse_to_their_values() {
+    let cli =
+        Cli::try_parse_from(["patronusc", "apply", "p.pf", "--confirm", "2m"]).expect("parses");
+    let Command::Apply(apply) = cli.command else {
+        panic!("not apply")
+    };
+    assert_eq!(apply.confirm, Some(std::time::Duration::from_secs(120)));
+    let cli = Cli::try_parse_from(["patronusc", "stats", "--watch"]).expect("parses");
+    let Command::Stats(stats) = cli.command else {
+        panic!("not stats")
+    };
+    assert_eq!(stats.watch, Some(2), "--watch alone redraws every 2 s");
 }
 
 #[test]

@@ -5,259 +5,17 @@
 //! run in-process (parsed by the real command line) on a thread that has
 //! entered the server namespace with setns(2), which keeps bpffs visible.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+mod netns;
+
+use std::path::PathBuf;
 
 use clap::Parser as _;
+use netns::{CLIENT, SERVER, Setup, connects, echo_server, echo_works, open_connection, repo_root};
 use patronus_cli::cli::{Cli, Command};
-use patronus_cli::cmd_apply;
 use patronus_cli::common::Status;
+use patronus_cli::{cmd_apply, cmd_confirm, cmd_log, cmd_stats};
 use patronus_runtime::install::{self, Pins};
 use patronus_runtime::testing::kernel_or_skip;
-
-const SERVER: &str = "192.0.2.80";
-const CLIENT: &str = "192.0.2.20";
-const BLOCKED_WAIT: Duration = Duration::from_millis(700);
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
-
-fn run(program: &str, args: &[&str]) {
-    let output = std::process::Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {program}: {e}"));
-    assert!(
-        output.status.success(),
-        "{program} {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// Server and client namespaces, the veth pair, the pin and state
-/// directories: all removed when dropped, whatever the test did.
-struct Setup {
-    server: String,
-    client: String,
-    iface: String,
-    pin_root: PathBuf,
-    state_root: PathBuf,
-}
-
-impl Setup {
-    fn new(label: &str) -> Setup {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{}-{n}", std::process::id());
-        let setup = Setup {
-            server: format!("pt-{label}-s-{id}"),
-            client: format!("pt-{label}-c-{id}"),
-            iface: format!("pts{n}"),
-            pin_root: PathBuf::from(format!("/sys/fs/bpf/patronus-test-{label}-{id}")),
-            state_root: std::env::temp_dir().join(format!("patronus-test-{label}-{id}")),
-        };
-        let (s, c) = (setup.server.as_str(), setup.client.as_str());
-        run("ip", &["netns", "add", s]);
-        run("ip", &["netns", "add", c]);
-        let peer = format!("ptc{n}");
-        run(
-            "ip",
-            &[
-                "link",
-                "add",
-                &setup.iface,
-                "netns",
-                s,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &peer,
-                "netns",
-                c,
-            ],
-        );
-        run(
-            "ip",
-            &[
-                "-n",
-                s,
-                "addr",
-                "add",
-                &format!("{SERVER}/24"),
-                "dev",
-                &setup.iface,
-            ],
-        );
-        run(
-            "ip",
-            &[
-                "-n",
-                c,
-                "addr",
-                "add",
-                &format!("{CLIENT}/24"),
-                "dev",
-                &peer,
-            ],
-        );
-        for (ns, dev) in [
-            (s, setup.iface.as_str()),
-            (c, peer.as_str()),
-            (s, "lo"),
-            (c, "lo"),
-        ] {
-            run("ip", &["-n", ns, "link", "set", dev, "up"]);
-        }
-        setup
-    }
-
-    fn roots(&self) -> Vec<String> {
-        vec![
-            "--pin-root".into(),
-            self.pin_root.display().to_string(),
-            "--state-root".into(),
-            self.state_root.display().to_string(),
-        ]
-    }
-
-    fn pins(&self) -> Pins {
-        Pins::new(self.pin_root.join(&self.iface))
-    }
-
-    /// Runs `patronusc ARGS... --pin-root .. --state-root ..` in the
-    /// server namespace.
-    fn patronusc(&self, args: &[&str]) -> Status {
-        let mut argv: Vec<String> = std::iter::once("patronusc".to_owned())
-            .chain(args.iter().map(|a| (*a).to_owned()))
-            .collect();
-        argv.extend(self.roots());
-        let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
-        in_netns(&self.server, move || {
-            let result = match &cli.command {
-                Command::Apply(a) => cmd_apply::run_apply(a),
-                Command::Status(a) => cmd_apply::run_status(a),
-                Command::Stats(a) => cmd_apply::run_stats(a),
-                Command::Unload(a) => cmd_apply::run_unload(a),
-                other => panic!("not an apply command: {other:?}"),
-            };
-            result.unwrap_or_else(|e| panic!("{argv:?}: {e}"))
-        })
-    }
-
-    /// Conntrack entries of the installed policy (both families).
-    fn conntrack_entries(&self) -> usize {
-        ["ct_v4", "ct_v6"]
-            .iter()
-            .map(|name| {
-                let fd = install::open_map(&self.pins().map(name))
-                    .unwrap_or_else(|e| panic!("opening {name}: {e}"));
-                install::count_entries(std::os::fd::AsFd::as_fd(&fd))
-                    .unwrap_or_else(|e| panic!("counting {name}: {e}"))
-            })
-            .sum()
-    }
-
-    fn xdp_prog_id(&self) -> Option<u32> {
-        install::pinned_link(&self.pins().xdp_link()).map(|l| l.prog_id)
-    }
-}
-
-impl Drop for Setup {
-    fn drop(&mut self) {
-        install::uninstall(&self.pins());
-        let _ = std::fs::remove_dir(&self.pin_root);
-        let _ = std::fs::remove_dir_all(&self.state_root);
-        for ns in [&self.server, &self.client] {
-            let _ = std::process::Command::new("ip")
-                .args(["netns", "del", ns])
-                .output();
-        }
-    }
-}
-
-/// Runs `f` on a thread inside network namespace `ns`.
-fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/var/run/netns/{ns}");
-    std::thread::spawn(move || {
-        enter(&path);
-        f()
-    })
-    .join()
-    .expect("the namespace thread panicked")
-}
-
-fn enter(path: &str) {
-    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    // SAFETY: setns on a descriptor we own; only this thread moves.
-    let ret = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(ret, 0, "setns {path}: {}", std::io::Error::last_os_error());
-}
-
-/// A listener in `ns` on `port` that echoes what each connection sends,
-/// for as long as the test runs (the thread dies with the namespace's
-/// sockets closing or the process ending).
-fn echo_server(ns: &str, addr: &str, port: u16) {
-    let path = format!("/var/run/netns/{ns}");
-    let addr: SocketAddr = format!("{addr}:{port}").parse().expect("a socket address");
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        enter(&path);
-        let listener = TcpListener::bind(addr).expect("binding the listener");
-        let _ = ready_tx.send(());
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 64];
-                while let Ok(n) = stream.read(&mut buf) {
-                    if n == 0 || stream.write_all(&buf[..n]).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    ready_rx.recv().expect("the listener started");
-}
-
-/// Connects from `ns` to `addr:port`; `true` when the handshake completes.
-fn connects(ns: &str, addr: &str, port: u16) -> bool {
-    let target: SocketAddr = format!("{addr}:{port}").parse().expect("a socket address");
-    in_netns(ns, move || {
-        TcpStream::connect_timeout(&target, BLOCKED_WAIT).is_ok()
-    })
-}
-
-/// An open connection made from `ns` (its socket keeps working after the
-/// thread that made it ends).
-fn open_connection(ns: &str, addr: &str, port: u16) -> TcpStream {
-    let target: SocketAddr = format!("{addr}:{port}").parse().expect("a socket address");
-    let stream = in_netns(ns, move || {
-        TcpStream::connect_timeout(&target, BLOCKED_WAIT)
-    })
-    .expect("the connection opens");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .expect("setting a read timeout");
-    stream
-}
-
-fn echo_works(stream: &mut TcpStream, message: &[u8]) -> bool {
-    if stream.write_all(message).is_err() {
-        return false;
-    }
-    let mut buf = vec![0u8; message.len()];
-    stream.read_exact(&mut buf).is_ok() && buf == message
-}
 
 /// Server-only policy 2: SSH only. Connections the server opened stay
 /// established through conntrack.
@@ -484,4 +242,377 @@ fn load_pins_without_attaching_and_records_out_flows() {
             "{map} holds the --out flow"
         );
     }
+}
+
+/// Rule counter packets by rule identity (label or normalised text).
+fn rule_counters(setup: &Setup) -> std::collections::HashMap<String, u64> {
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(setup.state_root.join(&setup.iface).join("meta.json"))
+            .expect("the metadata file"),
+    )
+    .expect("the metadata is JSON");
+    let fd = install::open_map(&setup.pins().map("stats")).expect("the stats map is pinned");
+    let values = install::read_counters(std::os::fd::AsFd::as_fd(&fd)).expect("reading stats");
+    let counters = meta["counters"].as_array().expect("a counters list");
+    counters
+        .iter()
+        .zip(values)
+        .filter(|(c, _)| c["kind"] == "rule")
+        .map(|(c, v)| {
+            (
+                c["identity"]
+                    .as_str()
+                    .expect("rules record identity")
+                    .to_owned(),
+                v.first().copied().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn counters_of_kept_rules_survive_a_replace() {
+    if !kernel_or_skip("counters_of_kept_rules_survive_a_replace") {
+        return;
+    }
+    let setup = Setup::new("ctr");
+    let dir = tempdir(&setup);
+    let before = dir.join("before.pf");
+    std::fs::write(
+        &before,
+        "options { default = deny }\n\
+         allow tcp to port 8080 label \"alt\"\n\
+         allow tcp to port 80 label \"web\"\n",
+    )
+    .expect("writing the policy");
+    // "web" moves to another index; "alt" goes away.
+    let after = dir.join("after.pf");
+    std::fs::write(
+        &after,
+        "options { default = deny }\n\
+         allow tcp to port 22 label \"ssh\"\n\
+         allow udp to port 53\n\
+         allow tcp to port 80 label \"web\"\n",
+    )
+    .expect("writing the policy");
+    for port in [80, 8080] {
+        echo_server(&setup.server, SERVER, port);
+    }
+    let iface = setup.iface.clone();
+    assert_eq!(
+        setup.patronusc(&["apply", before.to_str().expect("UTF-8"), "-i", &iface]),
+        Status::Success
+    );
+    for port in [80, 80, 8080] {
+        assert!(connects(&setup.client, SERVER, port), "port {port} is open");
+    }
+    let old = rule_counters(&setup);
+    let web_before = old["web"];
+    assert!(web_before >= 2, "two connections to port 80: {old:?}");
+    assert!(old["alt"] >= 1, "one connection to port 8080: {old:?}");
+
+    assert_eq!(
+        setup.patronusc(&["apply", after.to_str().expect("UTF-8"), "-i", &iface]),
+        Status::Success
+    );
+    let new = rule_counters(&setup);
+    assert!(
+        new["web"] >= web_before,
+        "the kept rule keeps its count: {web_before} -> {new:?}"
+    );
+    assert!(
+        !new.contains_key("alt"),
+        "the removed rule is gone: {new:?}"
+    );
+    assert_eq!(new["ssh"], 0, "a new rule starts at zero: {new:?}");
+    assert_eq!(new["allow udp to port 53"], 0, "{new:?}");
+    // The same numbers in the Prometheus exposition: "web" is rule 3 now.
+    let argv: Vec<String> = ["patronusc", "stats", "-i", &iface, "--prometheus"]
+        .iter()
+        .map(|a| (*a).to_owned())
+        .chain(setup.roots())
+        .collect();
+    let cli = Cli::try_parse_from(&argv).expect("the command line parses");
+    let Command::Stats(args) = &cli.command else {
+        panic!("not a stats command")
+    };
+    let text = cmd_stats::format_prometheus(&cmd_stats::collect(args).expect("reading stats"));
+    let prefix =
+        format!("patronus_rule_packets_total{{iface=\"{iface}\",rule=\"3\",label=\"web\",");
+    let web_line = text
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no web line in:\n{text}"));
+    let exported: u64 = web_line
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("a counter value");
+    assert!(exported >= web_before, "{web_line}");
+    assert!(!text.contains("label=\"alt\""), "{text}");
+}
+
+/// `patronusc confirm | rollback-watcher ARGS... --pin-root .. --state-root
+/// ..` in the server namespace.
+fn confirm_cmd(setup: &Setup, args: &[&str]) -> Status {
+    let argv: Vec<String> = std::iter::once("patronusc".to_owned())
+        .chain(args.iter().map(|a| (*a).to_owned()))
+        .chain(setup.roots())
+        .collect();
+    let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+    netns::in_netns(&setup.server, move || match &cli.command {
+        Command::Confirm(a) => cmd_confirm::run_confirm(a),
+        Command::RollbackWatcher(a) => cmd_confirm::run_watcher(a),
+        other => panic!("not a confirm command: {other:?}"),
+    })
+    .unwrap_or_else(|e| panic!("patronusc {args:?}: {e}"))
+}
+
+fn policy_hash(setup: &Setup) -> String {
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(setup.state_root.join(&setup.iface).join("meta.json"))
+            .expect("the metadata file"),
+    )
+    .expect("the metadata is JSON");
+    meta["policy_hash"].as_str().expect("a hash").to_owned()
+}
+
+/// The token of the apply waiting for confirmation.
+fn pending_token(setup: &Setup) -> String {
+    let pending: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(setup.state_root.join(&setup.iface).join("pending.json"))
+            .expect("an apply is pending"),
+    )
+    .expect("pending.json is JSON");
+    pending["token"].as_str().expect("a token").to_owned()
+}
+
+/// What the detached watcher does, run in-process (a spawned watcher
+/// would be this test binary, not patronusc): wait 2 s, then roll back
+/// unless confirmed.
+fn run_watcher(setup: &Setup) -> Status {
+    let token = pending_token(setup);
+    confirm_cmd(
+        setup,
+        &[
+            "rollback-watcher",
+            "-i",
+            &setup.iface,
+            "--token",
+            &token,
+            "--after-ms",
+            "2000",
+        ],
+    )
+}
+
+#[test]
+fn unconfirmed_applies_roll_back_and_confirmed_ones_stay() {
+    if !kernel_or_skip("unconfirmed_applies_roll_back_and_confirmed_ones_stay") {
+        return;
+    }
+    let setup = Setup::new("confirm");
+    let iface = setup.iface.clone();
+    let dir = tempdir(&setup);
+    // The fallback policy reads a table file: the rollback must not need
+    // it any more (it is deleted before the rollback).
+    std::fs::write(dir.join("clients.txt"), "192.0.2.0/24\n").expect("writing the table");
+    let web = dir.join("web.pf");
+    std::fs::write(
+        &web,
+        "options { default = deny }\n\
+         table clients file \"clients.txt\"\n\
+         allow tcp to port 22 label \"ssh\"\n\
+         allow tcp from @clients to port 80 label \"web\"\n",
+    )
+    .expect("writing the policy");
+    let ssh_only = dir.join("ssh-only.pf");
+    std::fs::write(&ssh_only, SSH_ONLY).expect("writing the policy");
+    let (web, ssh_only) = (
+        web.to_str().expect("UTF-8").to_owned(),
+        ssh_only.to_str().expect("UTF-8").to_owned(),
+    );
+    echo_server(&setup.server, SERVER, 80);
+
+    assert_eq!(
+        setup.patronusc(&["apply", &web, "-i", &iface]),
+        Status::Success
+    );
+    let web_prog = setup.xdp_prog_id().expect("attached");
+    let web_hash = policy_hash(&setup);
+    assert!(connects(&setup.client, SERVER, 80));
+
+    // Not confirmed: web.pf comes back.
+    assert_eq!(
+        setup.patronusc(&[
+            "apply",
+            &ssh_only,
+            "-i",
+            &iface,
+            "--confirm",
+            "2s",
+            "--no-watcher"
+        ]),
+        Status::Success
+    );
+    let ssh_prog = setup.xdp_prog_id().expect("attached");
+    assert_ne!(ssh_prog, web_prog);
+    assert_ne!(policy_hash(&setup), web_hash);
+    assert!(!connects(&setup.client, SERVER, 80), "SSH-only is running");
+    std::fs::remove_file(dir.join("clients.txt")).expect("removing the table");
+    assert_eq!(run_watcher(&setup), Status::Success);
+    let rolled_back = setup.xdp_prog_id().expect("still attached");
+    assert_ne!(rolled_back, ssh_prog, "the rollback swapped the program");
+    assert_eq!(policy_hash(&setup), web_hash, "web.pf is back");
+    assert!(connects(&setup.client, SERVER, 80), "web.pf enforces again");
+    let log = std::fs::read_to_string(setup.state_root.join(&iface).join("rollback.log"))
+        .expect("the rollback is logged");
+    assert!(log.contains("rolled back to"), "{log}");
+    assert_eq!(
+        confirm_cmd(&setup, &["confirm", "-i", &iface]),
+        Status::Failure,
+        "nothing is pending after a rollback"
+    );
+
+    // Confirmed: SSH-only stays.
+    assert_eq!(
+        setup.patronusc(&[
+            "apply",
+            &ssh_only,
+            "-i",
+            &iface,
+            "--confirm",
+            "2s",
+            "--no-watcher"
+        ]),
+        Status::Success
+    );
+    let token = pending_token(&setup);
+    let ssh_hash = policy_hash(&setup);
+    assert_eq!(
+        confirm_cmd(&setup, &["confirm", "-i", &iface]),
+        Status::Success
+    );
+    assert!(
+        setup
+            .state_root
+            .join(&iface)
+            .join(format!("confirmed-{token}"))
+            .exists(),
+        "confirm leaves its marker for the watcher"
+    );
+    let confirmed_prog = setup.xdp_prog_id();
+    assert_eq!(
+        confirm_cmd(
+            &setup,
+            &[
+                "rollback-watcher",
+                "-i",
+                &iface,
+                "--token",
+                &token,
+                "--after-ms",
+                "2000",
+            ]
+        ),
+        Status::Success
+    );
+    assert_eq!(setup.xdp_prog_id(), confirmed_prog, "no rollback");
+    assert_eq!(policy_hash(&setup), ssh_hash);
+    assert!(!connects(&setup.client, SERVER, 80), "SSH-only stays");
+
+    // Nothing before: an unconfirmed first apply is unloaded.
+    assert_eq!(setup.patronusc(&["unload", "-i", &iface]), Status::Success);
+    assert_eq!(
+        setup.patronusc(&[
+            "apply",
+            &ssh_only,
+            "-i",
+            &iface,
+            "--confirm",
+            "1s",
+            "--no-watcher"
+        ]),
+        Status::Success
+    );
+    assert_eq!(run_watcher(&setup), Status::Success);
+    assert!(
+        !setup.pins().installed(),
+        "the unconfirmed policy is unloaded"
+    );
+    // The kernel frees an unpinned link from a work queue: allow it a
+    // moment under load.
+    assert!(
+        (0..3).any(|_| connects(&setup.client, SERVER, 80)),
+        "no policy: port 80 is open"
+    );
+}
+
+#[test]
+fn log_prints_the_events_of_log_rules() {
+    if !kernel_or_skip("log_prints_the_events_of_log_rules") {
+        return;
+    }
+    let setup = Setup::new("log");
+    let iface = setup.iface.clone();
+    let policy = tempdir(&setup).join("logged.pf");
+    std::fs::write(
+        &policy,
+        "options { default = deny }\n\
+         allow tcp to port 22 label \"ssh\"\n\
+         allow tcp to port 80 label \"web\" log\n",
+    )
+    .expect("writing the policy");
+    echo_server(&setup.server, SERVER, 80);
+    assert_eq!(
+        setup.patronusc(&["apply", policy.to_str().expect("UTF-8"), "-i", &iface]),
+        Status::Success
+    );
+    assert!(connects(&setup.client, SERVER, 80));
+    let roots = cmd_apply::Roots {
+        pin_root: setup.pin_root.clone(),
+        state_root: setup.state_root.clone(),
+    };
+    let mut lines = Vec::new();
+    let read = cmd_log::read_events(
+        &roots,
+        &iface,
+        Some(1),
+        Some(std::time::Duration::from_secs(5)),
+        &mut |line| {
+            lines.push(line);
+            Ok(())
+        },
+    )
+    .expect("reading the log");
+    assert_eq!(read, 1, "{lines:?}");
+    let line = &lines[0];
+    assert!(
+        line.contains(&format!("rule 2 \"web\" pass tcp {CLIENT}:"))
+            && line.ends_with(&format!(" -> {SERVER}:80")),
+        "{line}"
+    );
+    // Conntrack decides the rest of the connection (not logged): a second
+    // connection gives the command its event; it stops at N.
+    assert!(connects(&setup.client, SERVER, 80));
+    let argv = [
+        "patronusc",
+        "log",
+        "-i",
+        &iface,
+        "--count",
+        "1",
+        "--timeout",
+        "5s",
+    ];
+    let argv: Vec<String> = argv
+        .iter()
+        .map(|a| (*a).to_owned())
+        .chain(setup.roots())
+        .collect();
+    let cli = Cli::try_parse_from(&argv).expect("the command line parses");
+    let Command::Log(args) = &cli.command else {
+        panic!("not a log command")
+    };
+    assert_eq!(cmd_log::run_log(args).expect("log runs"), Status::Success);
 }
