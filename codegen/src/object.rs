@@ -18,6 +18,23 @@ pub const XDP_PROGRAM_NAME: &str = "patronus_xdp";
 /// program length we refuse to exceed.
 pub const MAX_INSNS: usize = 1_000_000;
 
+/// The limits a generated program must stay within. [`Default`] is the
+/// kernel's; [`compile_with_limits`] takes others so that tests reach the
+/// limit errors with small policies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// The most instruction slots the XDP program may have.
+    pub max_insns: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_insns: MAX_INSNS,
+        }
+    }
+}
+
 /// A map of the object and its initial entries (key bytes, value bytes),
 /// laid out by [`abi`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,9 +113,14 @@ impl From<FrameError> for CodegenError {
     }
 }
 
-/// Compiles a lowered policy into an object.
+/// Compiles a lowered policy into an object, within the kernel's limits.
 pub fn compile(program: &ir::Program) -> Result<Object, CodegenError> {
-    let generated = xdp::generate(program)?;
+    compile_with_limits(program, &Limits::default())
+}
+
+/// [`compile`] within `limits`.
+pub fn compile_with_limits(program: &ir::Program, limits: &Limits) -> Result<Object, CodegenError> {
+    let generated = xdp::generate_within(program, limits)?;
     let mut defs: Vec<MapDef> = Vec::new();
     let mut images = Vec::new();
     for plan in &program.maps {
@@ -111,9 +133,12 @@ pub fn compile(program: &ir::Program) -> Result<Object, CodegenError> {
         images.push(extra.image.clone());
     }
     let insn_count = generated.program.slot_count();
-    if insn_count > MAX_INSNS {
+    if insn_count > limits.max_insns {
         return Err(CodegenError::Limit {
-            what: format!("the program has {insn_count} instructions, more than {MAX_INSNS}"),
+            what: format!(
+                "the program has {insn_count} instructions, more than {}",
+                limits.max_insns
+            ),
             rule: None,
         });
     }

@@ -1,10 +1,13 @@
 //! Verifier budget at scale: 10,000 rules and a 1,000,000-entry table
 //! must load with far fewer than the kernel's 1M processed instructions.
-//! Prints the program size and `verified_insns` for the report.
+//! Prints the program size and `verified_insns` for the report. A policy
+//! over the instruction limit is refused at compile time, naming a rule
+//! (checked with a lowered limit, not a huge policy).
 
 mod xdp_common;
 
-use patronus_codegen::compile;
+use patronus_codegen::object::{Limits, compile_with_limits};
+use patronus_codegen::{CodegenError, compile};
 use patronus_compiler::diag::Files;
 use patronus_compiler::ir;
 use patronus_compiler::{LoadedFile, TableLoader};
@@ -88,4 +91,41 @@ fn a_million_entry_table_stays_far_below_the_verifier_limit() {
     let program = lower(source, table);
     let verified = load_and_report("1,000,000-entry table", &program);
     assert!(verified < 100_000, "{verified} processed instructions");
+}
+
+#[test]
+fn a_program_over_the_instruction_limit_is_refused_naming_a_rule() {
+    let mut source = String::from("options { conntrack = off }\n");
+    for i in 0..200u32 {
+        source.push_str(&format!(
+            "allow tcp from 10.{}.{}.0/24 to port {}\n",
+            i / 256,
+            i % 256,
+            1000 + i
+        ));
+    }
+    let program = lower(source, String::new());
+    let fits = compile_with_limits(&program, &Limits::default()).expect("fits the kernel's limits");
+    let limit = fits.insn_count / 2;
+    let error = compile_with_limits(&program, &Limits { max_insns: limit })
+        .expect_err("half the program's size is over the limit");
+    let CodegenError::Limit {
+        what,
+        rule: Some(rule),
+    } = &error
+    else {
+        panic!("not a limit error naming a rule: {error:?}");
+    };
+    assert!(what.contains(&limit.to_string()), "{what}");
+    assert!(
+        program.rules.iter().any(|r| &r.name == rule),
+        "`{rule}` is not a rule of the policy"
+    );
+    // The rules' leaves come in file order after the parser: half the
+    // program is past the first rule's and before the last rule's.
+    assert_ne!(rule, &program.rules[0].name);
+    assert_ne!(rule, &program.rules[199].name);
+    let message = error.to_string();
+    assert!(message.contains(&format!("at rule `{rule}`")), "{message}");
+    eprintln!("limit {limit}: {message}");
 }

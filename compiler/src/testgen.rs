@@ -22,7 +22,7 @@ use crate::packet;
 use crate::typed::{
     AddrMatch, AddrSet, Family, IcmpMatch, Match, NS_PER_SEC, Options, PROTO_ICMP, PROTO_ICMPV6,
     PROTO_TCP, PROTO_UDP, Packet, Policy, PortMatch, Rate, RateKey, Rule, RuleId, Table, TableId,
-    TcpFlagsMatch, tcp_flags,
+    TcpFlagsMatch, Timeouts, tcp_flags,
 };
 use crate::{LoadedFile, TableLoader};
 use patronus_grammar::ast::{Action, Span, Verdict};
@@ -357,6 +357,77 @@ pub fn stateless(mut options: Options, rules: Vec<RuleSpec>) -> (Options, Vec<Ru
     (options, rules)
 }
 
+/// Generated policies that keep state (conntrack on, rate-limited rules)
+/// and whose behaviour does not depend on the clock over a sub-second packet
+/// sequence: see [`kernel_safe`]. For engines on a real clock (the kernel)
+/// compared with the interpreter's virtual one; pair with
+/// [`steps_without_time`].
+pub fn policy_kernel_safe(
+    tables: Range<usize>,
+    rules: Range<usize>,
+) -> impl Strategy<Value = Policy> {
+    let tables =
+        prop::collection::vec(prop::collection::btree_set(0..PREFIXES.len(), 1..5), tables);
+    (options(), tables).prop_flat_map(move |(options, tables)| {
+        let n = tables.len();
+        (
+            Just(options),
+            Just(tables),
+            prop::collection::vec(rule(n), rules.clone()),
+        )
+            .prop_map(|(options, tables, rules)| {
+                let (options, rules) = kernel_safe(options, rules);
+                build_policy(options, tables, rules)
+            })
+    })
+}
+
+/// The clock-independent stateful version of generated options and rules:
+///
+/// - conntrack on, timeouts the defaults raised to two minutes at least
+///   (the shortest defaults, 10 s for a reset TCP flow, are close enough
+///   to a stalled test thread to make a comparison flaky);
+/// - conntrack and rate-limit tables of 1000 entries, far more than a
+///   sequence's flows and keys, so no engine evicts (the kernel's LRU maps
+///   evict approximately, the interpreter exactly);
+/// - rates per minute (count 1 or 2, odd burst) or per hour (otherwise):
+///   a token takes at least 30 s to come back, so no bucket refills during
+///   a sequence on any clock, even on a loaded machine. Bursts stay 1 to 3.
+pub fn kernel_safe(mut options: Options, rules: Vec<RuleSpec>) -> (Options, Vec<RuleSpec>) {
+    options.conntrack = true;
+    options.conntrack_size = 1000;
+    options.ratelimit_size = 1000;
+    let defaults = Options::default().timeouts;
+    let at_least = |ns: u64| ns.max(120 * NS_PER_SEC);
+    options.timeouts = Timeouts {
+        tcp_syn: at_least(defaults.tcp_syn),
+        tcp_established: at_least(defaults.tcp_established),
+        tcp_closing: at_least(defaults.tcp_closing),
+        tcp_rst: at_least(defaults.tcp_rst),
+        udp: at_least(defaults.udp),
+        udp_stream: at_least(defaults.udp_stream),
+        icmp: at_least(defaults.icmp),
+    };
+    let slow = |rate: Rate| {
+        let unit_ns = if rate.count <= 2 && rate.burst % 2 == 1 {
+            60 * NS_PER_SEC
+        } else {
+            3600 * NS_PER_SEC
+        };
+        Rate {
+            unit_ns,
+            interval_ns: unit_ns / rate.count,
+            burst: rate.burst.max(1),
+            ..rate
+        }
+    };
+    let rules = rules
+        .into_iter()
+        .map(|(action, matcher, rate)| (action, matcher, rate.map(slow)))
+        .collect();
+    (options, rules)
+}
+
 /// A policy of these options, tables (indices into [`PREFIXES`], named
 /// `t0`, `t1`...) and rules (see [`rules`]).
 pub fn build_policy(
@@ -594,6 +665,63 @@ pub fn steps() -> impl Strategy<Value = Vec<Step>> {
             advance_ns,
         });
     prop::collection::vec(step, 1..40)
+}
+
+/// [`steps`] with no time advance: for sequences run on a real clock,
+/// where the caller cannot jump time (the caller's virtual clock may still
+/// tick a little per packet).
+pub fn steps_without_time() -> impl Strategy<Value = Vec<Step>> {
+    steps().prop_map(|steps| {
+        steps
+            .into_iter()
+            .map(|step| Step {
+                advance_ns: 0,
+                ..step
+            })
+            .collect()
+    })
+}
+
+/// Steps over a few flows: each step is one of 1 to 3 base packets, as
+/// generated or reversed, inbound or outbound, with its TCP flags drawn
+/// anew and mostly well-formed, so that flows open, get established, close
+/// and reset and buckets run dry as a matter of course. No time advance.
+pub fn flow_steps() -> impl Strategy<Value = Vec<Step>> {
+    let flags = prop::sample::select(vec![
+        tcp_flags::SYN,
+        tcp_flags::SYN | tcp_flags::ACK,
+        tcp_flags::ACK,
+        tcp_flags::FIN | tcp_flags::ACK,
+        tcp_flags::RST,
+        tcp_flags::RST | tcp_flags::ACK,
+    ]);
+    prop::collection::vec(base_packet(), 1..4).prop_flat_map(move |pool| {
+        let step = (
+            0..pool.len(),
+            any::<bool>(),
+            prop::bool::weighted(0.3),
+            flags.clone(),
+            prop_oneof![6 => Just(Mutation::None), 1 => mutation()],
+        );
+        prop::collection::vec(step, 1..40).prop_map(move |steps| {
+            steps
+                .into_iter()
+                .map(|(i, reverse, outbound, tcp_flags, mutation)| {
+                    let base = Packet {
+                        tcp_flags,
+                        ..pool[i].clone()
+                    };
+                    Step {
+                        outbound,
+                        reply: false,
+                        packet: if reverse { reversed(&base) } else { base },
+                        mutation,
+                        advance_ns: 0,
+                    }
+                })
+                .collect()
+        })
+    })
 }
 
 pub fn reversed(p: &Packet) -> Packet {

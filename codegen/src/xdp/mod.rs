@@ -42,7 +42,7 @@ use patronus_compiler::semantics::{Counter, InvalidClass, Phase};
 use crate::insn::kernel::{Helper, xdp_action};
 use crate::insn::regs::{DATA, DATA_END, FP, Frame, StackSlot};
 use crate::insn::{Asm, Label, MapRef, Program, Reg};
-use crate::object::CodegenError;
+use crate::object::{CodegenError, Limits};
 use ctx::{ExtraMap, PKT_LEN, PKT_SIZE, PacketSlots};
 
 /// A far jump takes another hop once this many instructions (up to twice
@@ -58,8 +58,13 @@ pub struct Generated {
     pub stack_bytes: usize,
 }
 
-/// Generates the XDP program.
+/// Generates the XDP program within the kernel's limits.
 pub fn generate(program: &ir::Program) -> Result<Generated, CodegenError> {
+    generate_within(program, &Limits::default())
+}
+
+/// Generates the XDP program within `limits`.
+pub fn generate_within(program: &ir::Program, limits: &Limits) -> Result<Generated, CodegenError> {
     let mut g = Gen::new(program)?;
     g.prologue();
     g.parse()?;
@@ -74,13 +79,13 @@ pub fn generate(program: &ir::Program) -> Result<Generated, CodegenError> {
             .map(|(_, name)| name.clone())
     };
     let total = g.asm.len();
-    if total > crate::object::MAX_INSNS {
+    if total > limits.max_insns {
         return Err(CodegenError::Limit {
             what: format!(
                 "the program needs more than {} instructions",
-                crate::object::MAX_INSNS
+                limits.max_insns
             ),
-            rule: blame(crate::object::MAX_INSNS),
+            rule: blame(limits.max_insns),
         });
     }
     let insns = g.asm.finish().map_err(|e| match e {
