@@ -2,32 +2,17 @@
 //! a small policy, as insta snapshots, for each deciding phase; `--after`
 //! steps (inbound and `out`); and usage errors (exit 2).
 
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 
-struct TempDir(PathBuf);
+mod common;
 
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let unique = format!(
-            "patronusc-explain-{}-{}-{name}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let dir = std::env::temp_dir().join(unique);
-        fs::create_dir_all(&dir).expect("create temp dir");
-        fs::write(dir.join("web.pf"), WEB).expect("write policy");
-        TempDir(dir)
-    }
-}
+use common::{Run, TempDir, patronusc};
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
+/// A temporary directory holding `web.pf`.
+fn web_dir(name: &str) -> TempDir {
+    let dir = TempDir::new(name);
+    dir.write("web.pf", WEB);
+    dir
 }
 
 const WEB: &str = r#"# a small web server policy
@@ -37,29 +22,14 @@ allow tcp from 192.0.2.0/24 to port 22 rate 2/s burst 2 label "ssh"
 allow icmp type echo-request
 "#;
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
 fn explain(cwd: &Path, args: &[&str]) -> Run {
-    let output = Command::new(env!("CARGO_BIN_EXE_patronusc"))
-        .args(["explain", "--color", "never", "web.pf"])
-        .args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run patronusc");
-    Run {
-        code: output.status.code().expect("exited normally"),
-        stdout: String::from_utf8(output.stdout).expect("stdout is UTF-8"),
-        stderr: String::from_utf8(output.stderr).expect("stderr is UTF-8"),
-    }
+    let mut all = vec!["explain", "--color", "never", "web.pf"];
+    all.extend_from_slice(args);
+    patronusc(cwd, &all)
 }
 
 fn ok(args: &[&str]) -> String {
-    let dir = TempDir::new("ok");
+    let dir = web_dir("ok");
     let run = explain(&dir.0, args);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     run.stdout
@@ -123,7 +93,7 @@ fn reply_to_a_host_connection_is_established() {
 
 #[test]
 fn a_bad_packet_is_a_usage_error() {
-    let dir = TempDir::new("bad");
+    let dir = web_dir("bad");
     let run = explain(&dir.0, &["tcp 203.0.113.9:40000 -> "]);
     assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
     assert!(run.stderr.contains("PACKET"), "{}", run.stderr);
