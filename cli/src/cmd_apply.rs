@@ -782,11 +782,14 @@ pub fn run_status(args: &StatusArgs) -> Result<Status, CliError> {
             let _ = writeln!(out, "  policy: {} (hash {})", meta.source, meta.policy_hash);
             let _ = writeln!(
                 out,
-                "  mode: {}, attached at {}{}",
+                "  mode: {}, attached at {} UTC{}",
                 meta.mode,
-                meta.attached_at,
+                crate::cmd_log::utc_time(meta.attached_at.saturating_mul(1_000_000_000)),
                 meta.replaced_at
-                    .map(|t| format!(", replaced at {t}"))
+                    .map(|t| format!(
+                        ", replaced at {} UTC",
+                        crate::cmd_log::utc_time(t.saturating_mul(1_000_000_000))
+                    ))
                     .unwrap_or_default()
             );
         }
