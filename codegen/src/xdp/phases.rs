@@ -250,6 +250,19 @@ impl Gen<'_> {
                 self.wide_word(&matcher, w);
                 self.asm.jeq_imm(ACC, 0, next_word);
             }
+            // Launder the word through two 32-bit stores: reloaded as one
+            // 64-bit value it is an unknown scalar, so the bit tests below
+            // neither prune paths by its value nor mark it precise. A
+            // precise word (each matcher path giving a different range)
+            // stops the verifier from merging paths at each rule's join:
+            // the path count multiplies with every charged rule.
+            self.asm
+                .comment("hide the bitmap word's value from the verifier");
+            self.asm.stx_w(FP, self.acc_save.off, ACC);
+            self.asm.mov64_reg(Reg::R1, ACC);
+            self.asm.rsh64_imm(Reg::R1, 32);
+            self.asm.stx_w(FP, self.acc_save.off + 4, Reg::R1);
+            self.asm.ldx_dw(ACC, FP, self.acc_save.off);
             let mut drops = Vec::new();
             for b in (0..64).filter(|b| start.0[w] >> b & 1 == 1) {
                 let rule = self.program.phases[pi].rules[w * 64 + b];
