@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 
-use patronus_compiler::ir::{Classifier, Field, Key, PhaseKind, PhasePlan, Storage};
+use patronus_compiler::ir::{self, Classifier, Field, Key, PhaseKind, PhasePlan, Storage};
 use patronus_compiler::net::Prefix;
 use patronus_compiler::semantics::{Counter, Phase};
 use patronus_compiler::typed::{Family, RuleId};
@@ -30,7 +30,7 @@ use crate::abi;
 use crate::elf::{DataType, MapDef};
 use crate::insn::kernel::{Helper, map_type};
 use crate::insn::regs::{FP, SCRATCH};
-use crate::insn::{JmpOp, Label, MapRef, Reg, SwapBits, Width};
+use crate::insn::{Asm, JmpOp, Label, MapRef, Reg, SwapBits, Width};
 use crate::object::{CodegenError, MapImage};
 
 /// The accumulator (one word of it, for wide phases).
@@ -82,14 +82,9 @@ impl Gen<'_> {
             let pass = self.asm.new_label();
             let next = self.asm.new_label();
             self.asm.comment("phase 3: established");
-            let mut ctx = XdpCtx {
-                program,
-                family,
-                pkt: self.pkt,
-                frame: &mut self.frame,
-                extra: &mut self.extra,
-            };
-            hooks::established(&mut self.asm, &mut ctx, program, pass)?;
+            self.with_hook_ctx(family, |asm, ctx, program| {
+                hooks::established(asm, ctx, program, pass)
+            })?;
             self.asm.ja(next);
             self.asm.bind(pass);
             self.leave(Phase::Established, true)?;
@@ -116,6 +111,24 @@ impl Gen<'_> {
             .rules
             .get(rule.0 as usize)
             .map_or_else(|| format!("r{}", rule.0), |r| r.name.clone())
+    }
+
+    /// Runs one state hook (`crate::state` via `hooks`) with the context it
+    /// needs: the packet slots, frame and extra maps, for `family`'s path.
+    fn with_hook_ctx<R>(
+        &mut self,
+        family: Family,
+        hook: impl FnOnce(&mut Asm, &mut XdpCtx<'_>, &ir::Program) -> R,
+    ) -> R {
+        let program = self.program;
+        let mut ctx = XdpCtx {
+            program,
+            family,
+            pkt: self.pkt,
+            frame: &mut self.frame,
+            extra: &mut self.extra,
+        };
+        hook(&mut self.asm, &mut ctx, program)
     }
 
     /// Deny or allow: the lowest matching rule decides. Per word of the
@@ -154,15 +167,7 @@ impl Gen<'_> {
             self.asm.bind(done);
             let pass = kind == PhaseKind::Allow;
             if pass && self.program.usage.conntrack {
-                let program = self.program;
-                let mut ctx = XdpCtx {
-                    program,
-                    family,
-                    pkt: self.pkt,
-                    frame: &mut self.frame,
-                    extra: &mut self.extra,
-                };
-                hooks::track(&mut self.asm, &mut ctx, program)?;
+                self.with_hook_ctx(family, hooks::track)?;
             }
             let index = self.counter_index(Counter::Phase(kind.phase()))?;
             self.asm.st_w(FP, self.phase_key.off, index);
@@ -204,21 +209,9 @@ impl Gen<'_> {
         };
         self.asm.st_w(FP, self.rule_key.off, index);
         if log {
-            let program = self.program;
-            let mut ctx = XdpCtx {
-                program,
-                family,
-                pkt: self.pkt,
-                frame: &mut self.frame,
-                extra: &mut self.extra,
-            };
-            hooks::log(
-                &mut self.asm,
-                &mut ctx,
-                program,
-                rule,
-                kind == PhaseKind::Allow,
-            )?;
+            self.with_hook_ctx(family, |asm, ctx, program| {
+                hooks::log(asm, ctx, program, rule, kind == PhaseKind::Allow)
+            })?;
         }
         self.asm.ja(done);
         Ok(())
@@ -275,15 +268,9 @@ impl Gen<'_> {
                 self.asm.and64_imm(Reg::R1, 1);
                 self.asm.jeq_imm(Reg::R1, 0, skip);
                 self.asm.stx_dw(FP, self.acc_save.off, ACC);
-                let program = self.program;
-                let mut ctx = XdpCtx {
-                    program,
-                    family,
-                    pkt: self.pkt,
-                    frame: &mut self.frame,
-                    extra: &mut self.extra,
-                };
-                hooks::rate_limit(&mut self.asm, &mut ctx, program, rule, drop)?;
+                self.with_hook_ctx(family, |asm, ctx, program| {
+                    hooks::rate_limit(asm, ctx, program, rule, drop)
+                })?;
                 let index = self.rule_counter(rule)?;
                 self.asm.st_w(FP, self.rule_key.off, index);
                 self.count(self.rule_key);
@@ -299,15 +286,9 @@ impl Gen<'_> {
                 let index = self.rule_counter(rule)?;
                 self.asm.st_w(FP, self.rule_key.off, index);
                 if self.program.rules[rule.0 as usize].log {
-                    let program = self.program;
-                    let mut ctx = XdpCtx {
-                        program,
-                        family,
-                        pkt: self.pkt,
-                        frame: &mut self.frame,
-                        extra: &mut self.extra,
-                    };
-                    hooks::log(&mut self.asm, &mut ctx, program, rule, false)?;
+                    self.with_hook_ctx(family, |asm, ctx, program| {
+                        hooks::log(asm, ctx, program, rule, false)
+                    })?;
                 }
                 let index = self.counter_index(Counter::Phase(Phase::RateLimit))?;
                 self.asm.st_w(FP, self.phase_key.off, index);
