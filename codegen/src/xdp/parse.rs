@@ -18,7 +18,7 @@ use patronus_compiler::typed::{Family, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROT
 use super::Gen;
 use super::ctx::*;
 use crate::insn::regs::{DATA, DATA_END, FP, SCRATCH};
-use crate::insn::{Reg, Size, SwapBits};
+use crate::insn::{Asm, Label, Reg, Size, SwapBits};
 use crate::object::CodegenError;
 
 const L3: Reg = SCRATCH;
@@ -430,13 +430,7 @@ impl Gen<'_> {
         a.alu64(crate::insn::AluOp::Rsh, Reg::R5, Reg::R0);
         a.and64_imm(Reg::R5, 1);
         a.jne_imm(Reg::R5, 0, tcp_bad_flags);
-        a.ldx_h(Reg::R1, L4, 0);
-        a.jeq_imm(Reg::R1, 0, tcp_port0);
-        a.ldx_h(Reg::R2, L4, 2);
-        a.jeq_imm(Reg::R2, 0, tcp_port0);
-        a.stx_h(FP, pkt.at(PKT_SPORT), Reg::R1);
-        a.stx_h(FP, pkt.at(PKT_DPORT), Reg::R2);
-        a.st_b(FP, pkt.at(PKT_L4), i32::from(L4_TCP));
+        store_ports(a, pkt, tcp_port0, L4_TCP);
         a.ja(land_ports);
 
         a.bind(udp);
@@ -448,13 +442,7 @@ impl Gen<'_> {
         a.ldx_h(Reg::R5, L4, 4);
         a.to_be(Reg::R5, SwapBits::B16);
         a.jlt_imm(Reg::R5, 8, udp_length);
-        a.ldx_h(Reg::R1, L4, 0);
-        a.jeq_imm(Reg::R1, 0, udp_port0);
-        a.ldx_h(Reg::R2, L4, 2);
-        a.jeq_imm(Reg::R2, 0, udp_port0);
-        a.stx_h(FP, pkt.at(PKT_SPORT), Reg::R1);
-        a.stx_h(FP, pkt.at(PKT_DPORT), Reg::R2);
-        a.st_b(FP, pkt.at(PKT_L4), i32::from(L4_UDP));
+        store_ports(a, pkt, udp_port0, L4_UDP);
         a.ja(land_ports);
 
         a.bind(icmp);
@@ -537,4 +525,17 @@ impl Gen<'_> {
         a.bind(valid);
         Ok(())
     }
+}
+
+/// Loads the TCP/UDP source and destination ports (network order, at the
+/// start of the L4 header), jumps to `port0` if either is 0, else stores
+/// them and the L4 kind in the packet slots.
+fn store_ports(a: &mut Asm, pkt: PacketSlots, port0: Label, l4_kind: u8) {
+    a.ldx_h(Reg::R1, L4, 0);
+    a.jeq_imm(Reg::R1, 0, port0);
+    a.ldx_h(Reg::R2, L4, 2);
+    a.jeq_imm(Reg::R2, 0, port0);
+    a.stx_h(FP, pkt.at(PKT_SPORT), Reg::R1);
+    a.stx_h(FP, pkt.at(PKT_DPORT), Reg::R2);
+    a.st_b(FP, pkt.at(PKT_L4), i32::from(l4_kind));
 }
