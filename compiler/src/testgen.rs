@@ -747,6 +747,26 @@ pub fn reversed(p: &Packet) -> Packet {
 
 // ---- the repository's policies ----
 
+/// Every `*.pf` file directly in `dir` as (file stem, text), sorted by stem.
+pub fn policy_files(dir: &Path) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .map(|entry| entry.expect("readable directory entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "pf"))
+        .map(|path| {
+            let stem = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .expect("UTF-8 name")
+                .to_string();
+            let text = std::fs::read_to_string(&path).expect("readable policy file");
+            (stem, text)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 /// The repository's `policies/` directory.
 pub fn policies_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

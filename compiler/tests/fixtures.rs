@@ -43,22 +43,7 @@ impl TableLoader for FixtureLoader {
 
 /// Every fixture: (file stem, source).
 fn fixtures() -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = fs::read_dir(fixtures_dir())
-        .expect("tests/fixtures exists")
-        .map(|entry| entry.expect("readable fixtures directory").path())
-        .filter(|path| path.extension().is_some_and(|e| e == "pf"))
-        .map(|path| {
-            let stem = path
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .expect("UTF-8 name")
-                .to_string();
-            let text = fs::read_to_string(&path).expect("readable fixture");
-            (stem, text)
-        })
-        .collect();
-    out.sort();
-    out
+    patronus_compiler::testgen::policy_files(&fixtures_dir())
 }
 
 fn check(stem: &str, text: &str) -> (Files, Vec<Diagnostic>) {

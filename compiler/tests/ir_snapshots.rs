@@ -33,22 +33,7 @@ impl TableLoader for PoliciesLoader {
 }
 
 fn policies() -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = fs::read_dir(policies_dir())
-        .expect("policies/ exists")
-        .map(|entry| entry.expect("readable policies directory").path())
-        .filter(|path| path.extension().is_some_and(|e| e == "pf"))
-        .map(|path| {
-            let stem = path
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .expect("UTF-8 name")
-                .to_string();
-            let text = fs::read_to_string(&path).expect("readable policy");
-            (stem, text)
-        })
-        .collect();
-    out.sort();
-    out
+    patronus_compiler::testgen::policy_files(&policies_dir())
 }
 
 fn lower(stem: &str, text: &str) -> ir::Program {
