@@ -207,7 +207,7 @@ impl Gen<'_> {
         } else {
             self.rule_counter(rule)?
         };
-        self.asm.st_w(FP, self.rule_key.off, index);
+        self.store_rule_index(index);
         if log {
             self.with_hook_ctx(family, |asm, ctx, program| {
                 hooks::log(asm, ctx, program, rule, kind == PhaseKind::Allow)
@@ -215,6 +215,17 @@ impl Gen<'_> {
         }
         self.asm.ja(done);
         Ok(())
+    }
+
+    /// Stores a deciding rule's counter index in `rule_key` as two 16-bit
+    /// halves. A 32-bit constant there would be an array-map key the
+    /// verifier tracks as a constant (and marks precise), so every rule's
+    /// leaf would verify the shared tail (conntrack insert, counters, exit)
+    /// once per rule; halves are not a constant key, so the leaves' states
+    /// merge where they join (test `rule_leaves_merge_before_the_conntrack_tail`).
+    fn store_rule_index(&mut self, index: i32) {
+        self.asm.st_h(FP, self.rule_key.off, index & 0xFFFF);
+        self.asm.st_h(FP, self.rule_key.off + 2, index >> 16);
     }
 
     /// The limit phase: every matching rule, in file order, takes a token.
