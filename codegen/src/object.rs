@@ -123,9 +123,19 @@ pub fn compile_with_limits(program: &ir::Program, limits: &Limits) -> Result<Obj
     let generated = xdp::generate_within(program, limits)?;
     let mut defs: Vec<MapDef> = Vec::new();
     let mut images = Vec::new();
-    for plan in &program.maps {
-        let def = abi::map_def(program, plan)?;
-        images.push(abi::image(program, plan, &def));
+    for (m, plan) in program.maps.iter().enumerate() {
+        let mut def = abi::map_def(program, plan)?;
+        let mut image = abi::image(program, plan, &def);
+        if let Some((_, cand)) = generated.candidate_maps.iter().find(|(cm, _)| *cm == m) {
+            // The phase's primary classifier: each bitmap carries its list.
+            let size = cand.value_size() as u32;
+            def.value = Some(crate::elf::DataType::Bytes(size));
+            image.value_size = size;
+            for (_, value) in &mut image.entries {
+                *value = cand.extend(value);
+            }
+        }
+        images.push(image);
         defs.push(def);
     }
     for extra in &generated.extra {

@@ -28,6 +28,7 @@
 //!
 //! Registers and stack: see `ctx` (the contract with the state generators).
 
+pub mod candidates;
 pub mod ctx;
 mod hooks;
 mod parse;
@@ -56,6 +57,9 @@ pub struct Generated {
     /// Maps added by the state generators (after `ir::Program::maps`).
     pub extra: Vec<ExtraMap>,
     pub stack_bytes: usize,
+    /// Classifier maps (index into `ir::Program::maps`) whose values carry
+    /// candidate lists, with the layout to extend them with.
+    pub candidate_maps: Vec<(usize, candidates::PhaseCandidates)>,
 }
 
 /// Generates the XDP program within the kernel's limits.
@@ -96,10 +100,22 @@ pub fn generate_within(program: &ir::Program, limits: &Limits) -> Result<Generat
         other => CodegenError::Asm(other),
     })?;
     let insns = prune::prune_unreachable(insns).map_err(CodegenError::Asm)?;
+    let mut candidate_maps = Vec::new();
+    for (&pi, cand) in &g.candidates {
+        for ci in cand.primary.iter().flatten() {
+            if let ir::Storage::Map(m) = program.phases[pi].classifiers[*ci].storage
+                && !candidate_maps.iter().any(|(seen, _)| *seen == m)
+            {
+                candidate_maps.push((m, cand.clone()));
+            }
+        }
+    }
+    candidate_maps.sort_by_key(|(m, _)| *m);
     Ok(Generated {
         program: insns,
         extra: g.extra,
         stack_bytes,
+        candidate_maps,
     })
 }
 
@@ -133,6 +149,8 @@ struct Gen<'p> {
     far: Vec<(Label, Label, usize)>,
     /// Constant bitmaps of wide phases, by phase index.
     consts: std::collections::HashMap<usize, phases::Consts>,
+    /// Candidate-list layouts of wide phases that use them, by phase index.
+    candidates: std::collections::HashMap<usize, candidates::PhaseCandidates>,
 }
 
 impl<'p> Gen<'p> {
@@ -172,6 +190,12 @@ impl<'p> Gen<'p> {
             exit_rule_pass,
             invalid: BTreeMap::new(),
             consts: std::collections::HashMap::new(),
+            candidates: program
+                .phases
+                .iter()
+                .enumerate()
+                .filter_map(|(pi, phase)| candidates::plan(phase).map(|c| (pi, c)))
+                .collect(),
             far: Vec::new(),
             rule_marks: Vec::new(),
         })

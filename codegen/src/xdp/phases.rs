@@ -25,12 +25,12 @@ use patronus_compiler::semantics::{Counter, Phase};
 use patronus_compiler::typed::{Family, RuleId};
 
 use super::ctx::*;
-use super::{Gen, hooks};
+use super::{Gen, candidates, hooks};
 use crate::abi;
 use crate::elf::{DataType, MapDef};
 use crate::insn::kernel::{Helper, map_type};
 use crate::insn::regs::{FP, SCRATCH};
-use crate::insn::{Asm, JmpOp, Label, MapRef, Reg, SwapBits, Width};
+use crate::insn::{AluOp, Asm, JmpOp, Label, MapRef, Reg, SwapBits, Width};
 use crate::object::{CodegenError, MapImage};
 
 /// The accumulator (one word of it, for wide phases).
@@ -155,11 +155,26 @@ impl Gen<'_> {
             Matcher::Word => vec![0],
             Matcher::Wide { .. } => live_words(&start),
         };
+        // With candidate lists a word's block is entered by number; the
+        // word scan stays for packets whose primary bitmap is too long.
+        let scan = self.asm.new_label();
+        let entries = match &matcher {
+            Matcher::Wide { start_slot, slots } => {
+                self.candidate_search(pi, family, *start_slot, slots, &words, nomatch, scan)?
+            }
+            Matcher::Word => None,
+        };
+        if entries.is_some() {
+            self.asm.bind(scan);
+        }
         for w in words {
             let next_word = self.asm.new_label();
             if let Matcher::Wide { .. } = matcher {
                 self.wide_word(&matcher, w);
                 self.asm.jeq_imm(ACC, 0, next_word);
+            }
+            if let Some(&(_, entry)) = entries.iter().flatten().find(|(ew, _)| *ew == w) {
+                self.bind_far(entry);
             }
             let candidates: Vec<usize> = (0..64).filter(|b| start.0[w] >> b & 1 == 1).collect();
             let done = self.asm.new_label();
@@ -175,8 +190,117 @@ impl Gen<'_> {
             self.flush_region()?;
             self.asm.bind(next_word);
         }
-        self.asm.bind(nomatch);
+        if entries.is_some() {
+            self.bind_far(nomatch);
+        } else {
+            self.asm.bind(nomatch);
+        }
         Ok(())
+    }
+
+    /// The candidate-list search of a wide deny/allow phase (see
+    /// [`super::candidates`]): tries the primary bitmap's candidates in
+    /// order, each against the start bitmap and every other classifier's
+    /// word, and on the first match puts that rule's bit alone in r9 and
+    /// jumps to its word's block (returned per live word: `(word, label)`,
+    /// bound by the caller with `bind_far`). No candidate left: `nomatch`
+    /// (then bound with `bind_far` too); a [`candidates::LONG`] list:
+    /// `scan`, the word scan. `None`: the phase only scans words.
+    #[allow(clippy::too_many_arguments)]
+    fn candidate_search(
+        &mut self,
+        pi: usize,
+        family: Family,
+        start_slot: i16,
+        slots: &[i16],
+        words: &[usize],
+        nomatch: Label,
+        scan: Label,
+    ) -> Result<Option<Vec<(usize, Label)>>, CodegenError> {
+        let Some(cand) = self.candidates.get(&pi).cloned() else {
+            return Ok(None);
+        };
+        let fi = ir::family_index(family);
+        let Some(primary) = cand.primary[fi] else {
+            return Ok(None);
+        };
+        let phase = &self.program.phases[pi];
+        let order = applicable(phase, family);
+        let Some(p) = order.iter().position(|&ci| ci == primary) else {
+            return Ok(None);
+        };
+        let nrules = phase.rules.len() as i32;
+        self.asm.comment(format!(
+            "candidates of {} (at most {})",
+            phase.classifiers[primary].field.name(),
+            cand.slots
+        ));
+        let nomatch_far = self.far_label(nomatch);
+        let found = self.asm.new_label();
+        for i in 0..cand.slots {
+            let a = &mut self.asm;
+            a.ldx_dw(Reg::R1, FP, slots[p]);
+            a.ldx_h(Reg::R2, Reg::R1, cand.slot_offset(i) as i16);
+            if i == 0 {
+                a.jeq_imm(Reg::R2, i32::from(candidates::LONG), scan);
+            }
+            // END (or any bit past the phase) ends the list.
+            a.jge_imm(Reg::R2, nrules, nomatch_far);
+            a.mov64_reg(Reg::R3, Reg::R2);
+            a.alu64(AluOp::Rsh, Reg::R3, 6);
+            a.alu64(AluOp::Lsh, Reg::R3, 3);
+            a.ldx_dw(Reg::R1, FP, start_slot);
+            a.add64_reg(Reg::R1, Reg::R3);
+            a.ldx_dw(ACC, Reg::R1, 0);
+            for (k, &slot) in slots.iter().enumerate() {
+                if k == p {
+                    continue;
+                }
+                a.ldx_dw(Reg::R1, FP, slot);
+                a.add64_reg(Reg::R1, Reg::R3);
+                a.ldx_dw(Reg::R1, Reg::R1, 0);
+                a.alu64(AluOp::And, ACC, Reg::R1);
+            }
+            a.mov64_reg(Reg::R4, Reg::R2);
+            a.alu64(AluOp::And, Reg::R4, 63);
+            a.alu64(AluOp::Rsh, ACC, Reg::R4);
+            a.alu64(AluOp::And, ACC, 1);
+            a.jne_imm(ACC, 0, found);
+        }
+        self.asm.ja(nomatch_far);
+        self.asm.bind(found);
+        self.asm
+            .comment("the matching rule's bit alone, then its word");
+        self.asm.mov64_imm(ACC, 1);
+        self.asm.alu64(AluOp::Lsh, ACC, Reg::R4);
+        self.asm.alu64(AluOp::Rsh, Reg::R3, 3);
+        let mut entries = Vec::with_capacity(words.len());
+        for &w in words {
+            let entry = self.asm.named_label(format!("word{w}"));
+            entries.push((w, entry));
+        }
+        let targets: Vec<(usize, Label)> = entries
+            .iter()
+            .map(|&(w, entry)| (w, self.far_label(entry)))
+            .collect();
+        self.word_dispatch(&targets);
+        self.flush_region()?;
+        Ok(Some(entries))
+    }
+
+    /// A binary search on the word number in r3 over `targets` (sorted),
+    /// jumping to the matching target; r3 is one of them.
+    fn word_dispatch(&mut self, targets: &[(usize, Label)]) {
+        if let [(_, only)] = targets {
+            self.asm.ja(*only);
+            return;
+        }
+        let half = targets.len() / 2;
+        let right = self.asm.new_label();
+        self.asm.jge_imm(Reg::R3, targets[half].0 as i32, right);
+        self.word_dispatch(&targets[..half]);
+        self.asm.bind(right);
+        self.word_dispatch(&targets[half..]);
     }
 
     /// The leaf of a deciding rule: its counter index into `rule_key`
@@ -408,7 +532,14 @@ impl Gen<'_> {
             let phase = &self.program.phases[pi];
             let extra_index = self.extra.len();
             let name = format!("consts_{}", phase.kind.name());
-            let value = DataType::Bytes(8 * phase.words as u32);
+            // A phase with candidate lists may take its primary bitmap
+            // from here (miss, absent, inline entries): every constant
+            // carries a list.
+            let value_size = self
+                .candidates
+                .get(&pi)
+                .map_or(8 * phase.words, |c| c.value_size()) as u32;
+            let value = DataType::Bytes(value_size);
             self.extra.push(ExtraMap {
                 def: MapDef {
                     name: name.clone(),
@@ -423,7 +554,7 @@ impl Gen<'_> {
                     name,
                     map_type: map_type::ARRAY,
                     key_size: 4,
-                    value_size: 8 * phase.words as u32,
+                    value_size,
                     max_entries: 1,
                     flags: 0,
                     entries: Vec::new(),
@@ -456,7 +587,8 @@ impl Gen<'_> {
 
     /// Writes the consts maps' entries (after all paths are emitted).
     pub(super) fn finish_consts(&mut self) {
-        for consts in self.consts.values() {
+        for (pi, consts) in &self.consts {
+            let cand = self.candidates.get(pi);
             let extra = &mut self.extra[consts.extra_index];
             let n = consts.values.len().max(1) as u32;
             extra.def.max_entries = n;
@@ -465,7 +597,11 @@ impl Gen<'_> {
                 .values
                 .iter()
                 .enumerate()
-                .map(|(i, v)| ((i as u32).to_le_bytes().to_vec(), abi::bitmap_bytes(v)))
+                .map(|(i, v)| {
+                    let bitmap = abi::bitmap_bytes(v);
+                    let value = cand.map_or(bitmap.clone(), |c| c.extend(&bitmap));
+                    ((i as u32).to_le_bytes().to_vec(), value)
+                })
                 .collect();
         }
     }

@@ -132,6 +132,10 @@ fn lower_phase(kind: PhaseKind, members: &[&typed::Rule], policy: &typed::Policy
         classifiers.push(vlan_classifier(&matchers, words));
     }
 
+    for c in &mut classifiers {
+        narrow_to_carriers(c, &matchers, words);
+    }
+
     // Constant folding: a classifier without entries that gives the same
     // bitmap whether or not the field is present costs no lookup; an
     // address classifier without entries is constant for its family.
@@ -162,6 +166,39 @@ fn lower_phase(kind: PhaseKind, members: &[&typed::Rule], policy: &typed::Policy
         start,
         classifiers: kept,
     }
+}
+
+/// Only TCP and UDP packets carry ports, only ICMP/ICMPv6 packets an ICMP
+/// type, only TCP packets flags: a rule restricted to other protocols can
+/// never match a packet that reaches such a classifier's entries or miss
+/// (the protocol classifier, or the start bitmap it folded into, clears
+/// its bit), so those bitmaps leave it out. The AND is unchanged; the
+/// bitmaps get sparser, which keeps code generation's candidate lists
+/// short (a port's entry lists the rules for that port, not every ICMP
+/// rule of the phase). The absent bitmap keeps every rule.
+fn narrow_to_carriers(c: &mut Classifier, matchers: &[&typed::Match], words: usize) {
+    let carriers: &[u8] = match c.field {
+        Field::SrcPort | Field::DstPort => &[6, 17],
+        Field::Icmp => &[1, 58],
+        Field::TcpFlags => &[6],
+        _ => return,
+    };
+    let mut mask = Bits::zeros(words);
+    for (bit, m) in matchers.iter().enumerate() {
+        let can_carry = m
+            .protos
+            .as_ref()
+            .is_none_or(|set| carriers.iter().any(|p| set.contains(p)));
+        if can_carry {
+            mask.set(bit);
+        }
+    }
+    for entry in c.bits.chunks_mut(words) {
+        for (b, m) in entry.iter_mut().zip(&mask.0) {
+            *b &= m;
+        }
+    }
+    c.miss.and_with(&mask.0);
 }
 
 /// Entries with their bitmaps, before they become a [`Classifier`].
