@@ -19,6 +19,7 @@ pub mod error;
 pub mod events;
 pub mod install;
 pub mod loaded;
+pub mod mapped;
 pub mod sys;
 
 pub use error::RuntimeError;

@@ -511,6 +511,9 @@ impl Loaded {
         }
         handle.filled = true;
         let info = handle.info;
+        if info.map_flags & patronus_codegen::xdp::dir24::MMAPABLE != 0 {
+            return crate::mapped::fill_runs(fill.name, handle.fd.as_fd(), &info, &fill.entries);
+        }
         if fill.entries.len() > info.max_entries as usize {
             return Err(RuntimeError::TooManyEntries {
                 map: fill.name.to_owned(),

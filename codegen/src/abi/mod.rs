@@ -389,7 +389,13 @@ pub fn decode_images(text: &str) -> Result<Vec<MapImage>, String> {
                 .split_once(' ')
                 .ok_or_else(|| format!("line {}: expected `KEY VALUE`", j + 1))?;
             let (k, v) = (unhex(k, j + 1)?, unhex(v, j + 1)?);
-            if k.len() != image.key_size as usize || v.len() != image.value_size as usize {
+            // A memory-mapped DIR-24 array's entries are 12-byte runs.
+            let value_size = if image.flags & crate::xdp::dir24::MMAPABLE != 0 {
+                crate::xdp::dir24::RUN_BYTES
+            } else {
+                image.value_size as usize
+            };
+            if k.len() != image.key_size as usize || v.len() != value_size {
                 return Err(format!("line {}: key or value of the wrong size", j + 1));
             }
             image.entries.push((k, v));

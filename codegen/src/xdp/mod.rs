@@ -30,6 +30,7 @@
 
 pub mod candidates;
 pub mod ctx;
+pub mod dir24;
 mod hooks;
 mod parse;
 mod phases;
@@ -149,6 +150,8 @@ struct Gen<'p> {
     far: Vec<(Label, Label, usize)>,
     /// Constant bitmaps of wide phases, by phase index.
     consts: std::collections::HashMap<usize, phases::Consts>,
+    /// DIR-24 arrays made so far: (classifier map, (slots, bitmaps)).
+    dir24: Vec<(u32, (MapRef, MapRef))>,
     /// Candidate-list layouts of wide phases that use them, by phase index.
     candidates: std::collections::HashMap<usize, candidates::PhaseCandidates>,
 }
@@ -190,6 +193,7 @@ impl<'p> Gen<'p> {
             exit_rule_pass,
             invalid: BTreeMap::new(),
             consts: std::collections::HashMap::new(),
+            dir24: Vec::new(),
             candidates: program
                 .phases
                 .iter()

@@ -25,7 +25,7 @@ use patronus_compiler::semantics::{Counter, Phase};
 use patronus_compiler::typed::{Family, RuleId};
 
 use super::ctx::*;
-use super::{Gen, candidates, hooks};
+use super::{Gen, candidates, dir24, hooks};
 use crate::abi;
 use crate::elf::{DataType, MapDef};
 use crate::insn::kernel::{Helper, map_type};
@@ -864,8 +864,9 @@ impl Gen<'_> {
         let pkt = self.pkt;
         let key = self.key.off;
         let kind = self.program.maps[map.0 as usize].kind;
-        let a = &mut self.asm;
+        let mut dir24_miss = None;
         let mut key_ptr = key;
+        let a = &mut self.asm;
         match c.field {
             Field::SrcAddr(f) | Field::DstAddr(f) => {
                 let base = if matches!(c.field, Field::SrcAddr(_)) {
@@ -874,6 +875,10 @@ impl Gen<'_> {
                     PKT_DST
                 };
                 let words = if f == Family::Ipv4 { 1 } else { 4 };
+                if kind == patronus_compiler::ir::plan::MapKind::LpmTrie && dir24::wanted(c) {
+                    dir24_miss = Some(self.dir24_lookup(c, map, base, mode, done)?);
+                }
+                let a = &mut self.asm;
                 if kind == patronus_compiler::ir::plan::MapKind::LpmTrie {
                     a.st_w(FP, key, 32 * words);
                     for w in 0..words as i16 {
@@ -935,7 +940,155 @@ impl Gen<'_> {
         a.ld_map(Reg::R1, map);
         a.call(Helper::MapLookupElem);
         self.deliver_hit(mode, done);
+        if let Some(miss) = dir24_miss {
+            self.asm.bind(miss);
+        }
         Ok(())
+    }
+
+    /// The DIR-24 arrays in front of a big IPv4 trie ([`dir24`]): a slot
+    /// with a bitmap delivers it and jumps to `done`; an empty slot jumps
+    /// to the returned label, to be bound past the trie lookup (where the
+    /// miss is delivered); a [`dir24::FALLBACK`] slot falls through to the
+    /// trie lookup that follows.
+    fn dir24_lookup(
+        &mut self,
+        c: &Classifier,
+        map: MapRef,
+        base: i16,
+        mode: Mode,
+        done: Label,
+    ) -> Result<Label, CodegenError> {
+        let (slots_map, bitmaps_map) = self.dir24_maps(c, map)?;
+        let key = self.key.off;
+        let addr = self.pkt.at(base);
+        let trie = self.asm.new_label();
+        let miss = self.asm.new_label();
+        let a = &mut self.asm;
+        a.comment("DIR-24: the address's /24 slot");
+        a.ldx_w(Reg::R1, FP, addr);
+        a.to_be(Reg::R1, SwapBits::B32);
+        a.rsh64_imm(Reg::R1, 9);
+        a.stx_w(FP, key, Reg::R1);
+        a.mov64_reg(Reg::R2, FP);
+        a.add64_imm(Reg::R2, i32::from(key));
+        a.ld_map(Reg::R1, slots_map);
+        a.call(Helper::MapLookupElem);
+        a.jeq_imm(Reg::R0, 0, trie);
+        // Which u32 of the element: bit 8 of the address (host order).
+        a.ldx_w(Reg::R1, FP, addr);
+        a.to_be(Reg::R1, SwapBits::B32);
+        a.rsh64_imm(Reg::R1, 6);
+        a.and64_imm(Reg::R1, 4);
+        a.add64_reg(Reg::R0, Reg::R1);
+        a.ldx_w(Reg::R1, Reg::R0, 0);
+        a.jeq_imm(Reg::R1, 0, miss);
+        a.jump_if(Width::W32, JmpOp::Eq, Reg::R1, dir24::FALLBACK as i32, trie);
+        a.stx_w(FP, key, Reg::R1);
+        a.mov64_reg(Reg::R2, FP);
+        a.add64_imm(Reg::R2, i32::from(key));
+        a.ld_map(Reg::R1, bitmaps_map);
+        a.call(Helper::MapLookupElem);
+        self.deliver_hit(mode, done);
+        self.asm.ja(miss);
+        self.asm.bind(trie);
+        Ok(miss)
+    }
+
+    /// The `_d24` and `_d24b` maps of classifier map `map`, made on first
+    /// use.
+    fn dir24_maps(
+        &mut self,
+        c: &Classifier,
+        map: MapRef,
+    ) -> Result<(MapRef, MapRef), CodegenError> {
+        if let Some(&(_, refs)) = self.dir24.iter().find(|(m, _)| *m == map.0) {
+            return Ok(refs);
+        }
+        let name = self.program.maps[map.0 as usize].name.clone();
+        let tables = dir24::build(c);
+        // A candidate primary's bitmaps carry their lists here too.
+        let cand = self
+            .program
+            .phases
+            .iter()
+            .enumerate()
+            .find(|(_, ph)| {
+                ph.classifiers
+                    .iter()
+                    .any(|k| k.storage == Storage::Map(map.0 as usize))
+            })
+            .and_then(|(pi, ph)| {
+                let cand = self.candidates.get(&pi)?;
+                let ci = ph
+                    .classifiers
+                    .iter()
+                    .position(|k| k.storage == Storage::Map(map.0 as usize))?;
+                cand.primary.contains(&Some(ci)).then(|| cand.clone())
+            });
+        let bitmap_size = cand.as_ref().map_or(8 * c.words, |cand| cand.value_size()) as u32;
+        let slots_name = format!("{name}_d24");
+        let bitmaps_name = format!("{name}_d24b");
+        let slots_image = MapImage {
+            name: slots_name.clone(),
+            map_type: map_type::ARRAY,
+            key_size: 4,
+            // The array's own value size; the entries are 12-byte runs
+            // (`dir24::run_entry`) that the runtime expands.
+            value_size: 8,
+            max_entries: dir24::ELEMENTS,
+            flags: dir24::MMAPABLE,
+            entries: tables.runs.iter().map(dir24::run_entry).collect(),
+        };
+        let slots_def = MapDef {
+            name: slots_name,
+            map_type: map_type::ARRAY,
+            max_entries: dir24::ELEMENTS,
+            flags: dir24::MMAPABLE,
+            key: Some(DataType::U32),
+            value: Some(DataType::U64),
+            pin_by_name: false,
+        };
+        let count = tables.bitmaps.len() as u32 + 1;
+        let bitmaps_image = MapImage {
+            name: bitmaps_name.clone(),
+            map_type: map_type::ARRAY,
+            key_size: 4,
+            value_size: bitmap_size,
+            max_entries: count,
+            flags: 0,
+            entries: tables
+                .bitmaps
+                .iter()
+                .enumerate()
+                .map(|(i, bits)| {
+                    let bytes = abi::bitmap_bytes(bits);
+                    let value = cand.as_ref().map_or(bytes.clone(), |c| c.extend(&bytes));
+                    (((i + 1) as u32).to_le_bytes().to_vec(), value)
+                })
+                .collect(),
+        };
+        let bitmaps_def = MapDef {
+            name: bitmaps_name,
+            map_type: map_type::ARRAY,
+            max_entries: count,
+            flags: 0,
+            key: Some(DataType::U32),
+            value: Some(DataType::Bytes(bitmap_size)),
+            pin_by_name: false,
+        };
+        let first = self.program.maps.len() + self.extra.len();
+        self.extra.push(ExtraMap {
+            def: slots_def,
+            image: slots_image,
+        });
+        self.extra.push(ExtraMap {
+            def: bitmaps_def,
+            image: bitmaps_image,
+        });
+        let refs = (MapRef(first as u32), MapRef(first as u32 + 1));
+        self.dir24.push((map.0, refs));
+        Ok(refs)
     }
 
     /// A binary tree of `jset` tests on r9 finding the lowest set bit among
