@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 
 use crate::{
     cmd_apply, cmd_build, cmd_check, cmd_confirm, cmd_explain, cmd_fmt, cmd_log, cmd_stats,
-    cmd_test,
+    cmd_table, cmd_test,
 };
 
 const AFTER_HELP: &str = "\
@@ -52,6 +52,8 @@ pub enum Command {
     Unload(cmd_apply::UnloadArgs),
     /// Load and pin a policy without attaching it (benchmark harnesses).
     Load(cmd_apply::LoadArgs),
+    /// Change a table of an applied policy at run time (add, del, list).
+    Table(cmd_table::TableArgs),
     /// Print the events of `log` rules of an applied policy.
     Log(cmd_log::LogArgs),
     /// Keep the policy applied with `apply --confirm` (cancel its rollback).

@@ -12,6 +12,19 @@
 //!   layout); a lock file beside it serialises concurrent applies. The
 //!   `--confirm` rollback and the SSH-lockout warning live in
 //!   `cmd_confirm`.
+//! - Incremental apply: when the new policy compiles to the very object
+//!   already running (same ELF bytes: same programs, same map
+//!   definitions; FNV-1a of the ELF recorded as `object_hash` in the
+//!   metadata, together with the XDP program id it was loaded as, checked
+//!   against the pinned link) and the same counter layout, nothing is
+//!   loaded: the classifier maps are brought to the new images in place
+//!   (`install::update_in_place`, which diffs against the entries the
+//!   kernel holds now — the cheapest correct source of the previous
+//!   contents: it needs no stored copy, costs one batched read per map,
+//!   and includes run-time `patronusc table` changes). Conntrack,
+//!   rate-limit state and counters are untouched. A map whose pinned
+//!   shape differs falls back to a full replace; a failed in-place write
+//!   restores the old entries and fails the apply.
 //! - `status` reads the pins and the metadata (`stats`: `cmd_stats`).
 //! - `unload -i IFACE` detaches and removes the pins.
 //! - `load POLICY --pin-dir DIR` loads and pins without attaching (for
@@ -224,9 +237,16 @@ pub struct Meta {
     pub replaced_at: Option<u64>,
     /// Stats map layout: counter `i` is at index `i`.
     pub counters: Vec<CounterMeta>,
+    /// FNV-1a 64 of the object's ELF, hex: equal objects allow an
+    /// in-place update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_hash: Option<String>,
+    /// The kernel id of the XDP program loaded for `object_hash`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xdp_prog_id: Option<u32>,
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
         (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
     })
@@ -336,14 +356,45 @@ fn compile_text(
     loader: &dyn TableLoader,
     color: &ColorArgs,
 ) -> Result<Option<Compiled>, CliError> {
+    compile_text_edited(name, text, loader, color, &mut |_| Ok(()))
+}
+
+/// [`compile_snapshot`] with the checked policy edited before lowering
+/// (`patronusc table`: run-time table contents).
+pub(crate) fn compile_snapshot_edited(
+    snapshot: &Snapshot,
+    color: &ColorArgs,
+    edit: &mut dyn FnMut(&mut Policy) -> Result<(), CliError>,
+) -> Result<Option<Compiled>, CliError> {
+    let mut compiled = compile_text_edited(
+        &snapshot.name,
+        &snapshot.text,
+        &SnapshotLoader(snapshot),
+        color,
+        edit,
+    )?;
+    if let Some(compiled) = &mut compiled {
+        compiled.snapshot.tables = snapshot.tables.clone();
+    }
+    Ok(compiled)
+}
+
+fn compile_text_edited(
+    name: &str,
+    text: &str,
+    loader: &dyn TableLoader,
+    color: &ColorArgs,
+    edit: &mut dyn FnMut(&mut Policy) -> Result<(), CliError>,
+) -> Result<Option<Compiled>, CliError> {
     let mut files = Files::new();
     let file = files.add(name.to_owned(), text.to_owned());
     let checked = patronus_compiler::check(&mut files, file, loader);
     print_human_diagnostics(&files, &checked.diagnostics, color.color);
-    let policy = match checked.policy {
+    let mut policy = match checked.policy {
         Some(policy) if !checked.has_errors() => policy,
         _ => return Ok(None),
     };
+    edit(&mut policy)?;
     let program = ir::lower(&policy);
     let mut object = patronus_codegen::compile(&program)
         .map_err(|err| CliError::new(format!("cannot compile `{name}`: {err}")))?;
@@ -581,14 +632,134 @@ pub(crate) fn apply_locked(
     requested_mode: Mode,
     applying: &Applying,
 ) -> Result<String, CliError> {
+    apply_locked_with(
+        roots,
+        iface,
+        ifindex,
+        compiled,
+        requested_mode,
+        applying,
+        false,
+    )
+}
+
+/// The maps an in-place update rewrites: classifier maps and the
+/// constant bitmaps of wide phases (never state, counters or log maps).
+pub(crate) fn content_maps(compiled: &Compiled) -> Vec<&patronus_codegen::MapImage> {
+    let classifier: Vec<&str> = compiled
+        .program
+        .maps
+        .iter()
+        .filter(|m| matches!(m.contents, ir::plan::Contents::Classifier { .. }))
+        .map(|m| m.name.as_str())
+        .collect();
+    compiled
+        .object
+        .maps
+        .iter()
+        .filter(|m| {
+            // A classifier map, a phase's constants, or the DIR-24 arrays in
+            // front of a classifier trie (`<map>_d24`, `<map>_d24b`).
+            let base = m
+                .name
+                .strip_suffix("_d24")
+                .or_else(|| m.name.strip_suffix("_d24b"))
+                .unwrap_or(&m.name);
+            classifier.contains(&base) || m.name.starts_with("consts_")
+        })
+        .collect()
+}
+
+/// Whether `previous` describes the very object `compiled` holds, still
+/// running at `pins` on interface `ifindex`, with the same counter layout.
+fn same_object(
+    previous: Option<&Meta>,
+    compiled: &Compiled,
+    object_hash: &str,
+    pins: &Pins,
+    ifindex: u32,
+) -> bool {
+    let Some(previous) = previous else {
+        return false;
+    };
+    // A link severed by its interface going away (ifindex 0), or one on
+    // another interface of that name, runs nothing here: reload.
+    let running = install::pinned_link(&pins.xdp_link())
+        .filter(|l| l.ifindex == ifindex)
+        .map(|l| l.prog_id);
+    let keys = |c: &[CounterMeta]| c.iter().map(CounterMeta::carry_key).collect::<Vec<_>>();
+    previous.object_hash.as_deref() == Some(object_hash)
+        && running.is_some()
+        && previous.xdp_prog_id == running
+        && keys(&previous.counters) == keys(&compiled.counters)
+}
+
+/// [`apply_locked`]; `keep_journal`: the apply comes from `patronusc
+/// table` (the run-time table changes stay recorded), not from files.
+pub(crate) fn apply_locked_with(
+    roots: &Roots,
+    iface: &str,
+    ifindex: u32,
+    compiled: &Compiled,
+    requested_mode: Mode,
+    applying: &Applying,
+    keep_journal: bool,
+) -> Result<String, CliError> {
     let pins = roots.pins(iface);
+    let object_hash = format!("{:016x}", fnv1a(&compiled.object.elf));
+    let meta_path = roots.meta_path(iface);
+    let previous = read_meta(&meta_path);
+    if same_object(previous.as_ref(), compiled, &object_hash, &pins, ifindex) {
+        let started = Instant::now();
+        match install::update_in_place(&pins, &content_maps(compiled)) {
+            Ok(done) => {
+                let elapsed = started.elapsed();
+                let Some(previous) = previous else {
+                    return Err(CliError::new("internal: no previous metadata"));
+                };
+                let meta = Meta {
+                    source: applying.source.clone(),
+                    policy_hash: format!("{:016x}", fnv1a(compiled.text.as_bytes())),
+                    replaced_at: Some(now_secs()),
+                    counters: compiled.counters.clone(),
+                    ..previous
+                };
+                write_meta(&meta_path, &meta)?;
+                crate::cmd_table::after_apply(roots, iface, compiled, &object_hash, keep_journal)?;
+                let mut report = String::new();
+                let _ = writeln!(
+                    report,
+                    "{}: updated in place on {iface}: +{} ~{} -{} entries in {} maps, {} (program unchanged)",
+                    applying.label,
+                    done.added,
+                    done.changed,
+                    done.removed,
+                    done.maps,
+                    ms(elapsed)
+                );
+                let _ = writeln!(
+                    report,
+                    "  time: compile {}, in-place update {}, total {}",
+                    ms(applying.compile_time),
+                    ms(elapsed),
+                    ms(applying.started.elapsed())
+                );
+                return Ok(report);
+            }
+            // The pinned maps are not what the metadata says: reload.
+            Err(RuntimeError::ShapeChanged { .. }) => {}
+            Err(err) => {
+                return Err(CliError::new(format!(
+                    "cannot apply the policy (the running program is unchanged): {err}"
+                )));
+            }
+        }
+    }
     let mode = match requested_mode {
         Mode::Auto => XdpMode::Auto,
         Mode::Native => XdpMode::Native,
         Mode::Generic => XdpMode::Generic,
     };
-    let meta_path = roots.meta_path(iface);
-    let previous = read_meta(&meta_path);
     // Held open across the swap: the replaced policy's counters, final
     // once its program no longer runs.
     let old_stats = pins
@@ -622,8 +793,14 @@ pub(crate) fn apply_locked(
         },
         replaced_at: installed.replaced.then(now_secs),
         counters: compiled.counters.clone(),
+        object_hash: Some(object_hash.clone()),
+        xdp_prog_id: installed
+            .loaded
+            .program_fd(ProgramKind::Xdp)
+            .and_then(|fd| patronus_runtime::sys::prog_id(fd).ok()),
     };
     write_meta(&meta_path, &meta)?;
+    crate::cmd_table::after_apply(roots, iface, compiled, &object_hash, keep_journal)?;
 
     let mut report = String::new();
     let requested = match requested_mode {
@@ -812,6 +989,7 @@ pub fn run_unload(args: &UnloadArgs) -> Result<Status, CliError> {
         return Ok(Status::Failure);
     }
     let _ = std::fs::remove_file(args.roots.meta_path(&args.iface));
+    crate::cmd_table::forget(&args.roots, &args.iface);
     // A pending `--confirm` rollback would bring a policy back.
     crate::cmd_confirm::forget(&args.roots, &args.iface);
     write_stdout(&format!("unloaded the policy from {}\n", args.iface))?;

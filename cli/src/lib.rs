@@ -11,6 +11,7 @@ pub mod cmd_explain;
 pub mod cmd_fmt;
 pub mod cmd_log;
 pub mod cmd_stats;
+pub mod cmd_table;
 pub mod cmd_test;
 pub mod common;
 
@@ -75,6 +76,7 @@ fn dispatch(command: &Command) -> Result<Status, CliError> {
         Command::Load(args) => cmd_apply::run_load(args),
         Command::Confirm(args) => cmd_confirm::run_confirm(args),
         Command::Log(args) => cmd_log::run_log(args),
+        Command::Table(args) => cmd_table::run(args),
         Command::RollbackWatcher(args) => cmd_confirm::run_watcher(args),
     }
 }

@@ -62,6 +62,16 @@ pub enum RuntimeError {
         frame_len: usize,
         error: io::Error,
     },
+    /// An in-place update of a running policy's maps failed; the entries
+    /// already changed were put back (`restored`) or not (the error of
+    /// the restore).
+    InPlace {
+        cause: Box<RuntimeError>,
+        restored: Result<(), String>,
+    },
+    /// The running policy's pinned map does not have the shape an in-place
+    /// update expects (a full reload is needed).
+    ShapeChanged { map: String },
     /// Any other syscall failure.
     Io {
         context: &'static str,
@@ -120,6 +130,17 @@ impl fmt::Display for RuntimeError {
                 }
                 Ok(())
             }
+            RuntimeError::InPlace { cause, restored } => {
+                write!(f, "updating the running maps in place failed: {cause}")?;
+                match restored {
+                    Ok(()) => f.write_str(" (the previous entries were restored)"),
+                    Err(why) => write!(f, " (restoring the previous entries ALSO failed: {why})"),
+                }
+            }
+            RuntimeError::ShapeChanged { map } => write!(
+                f,
+                "the running map `{map}` is missing or has another shape than the new policy's"
+            ),
             RuntimeError::UnknownMap { map } => {
                 write!(f, "map image `{map}` has no map of that name in the object")
             }

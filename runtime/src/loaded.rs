@@ -497,7 +497,10 @@ impl Loaded {
     }
 
     /// Writes `fill`'s entries into its map: batched where the kernel
-    /// supports it for the map type, one by one otherwise (LPM tries).
+    /// supports it for the map type (LPM tries since Linux 5.x through the
+    /// generic batch ops: the kernel still inserts one by one, but one
+    /// syscall per [`BATCH_ENTRIES`] instead of per entry), one by one
+    /// when the first batch is refused.
     fn fill(&mut self, fill: &MapFill<'_>) -> Result<(), RuntimeError> {
         let cpus = self.cpus;
         let handle = self
@@ -562,7 +565,7 @@ impl Loaded {
             op,
             error,
         };
-        let mut batch_supported = info.map_type != map_type::LPM_TRIE;
+        let mut batch_supported = true;
         let mut keys = Vec::new();
         let mut values = Vec::new();
         let mut done = 0;

@@ -12,36 +12,48 @@ use patronus_codegen::xdp::dir24;
 use crate::RuntimeError;
 use crate::sys::MapInfo;
 
-/// Writes `runs` (image entries of a `_d24` map) into the array behind
-/// `fd`. The array must be fresh (all zero), as a newly created map is.
+/// Writes `entries` (runs, the image of a `_d24` map) into the array
+/// behind `fd`. The array must be fresh (all zero), as a newly created map
+/// is.
 pub fn fill_runs(
     name: &str,
     fd: BorrowedFd<'_>,
     info: &MapInfo,
     entries: &[(&[u8], &[u8])],
 ) -> Result<(), RuntimeError> {
-    let map_err = |op, error| RuntimeError::Map {
+    let len = info.max_entries as usize * (info.value_size as usize).next_multiple_of(8);
+    with_mapping(name, fd, len, |memory| expand_into(name, entries, memory))?
+}
+
+/// Decodes runs and expands them into `memory`.
+fn expand_into(
+    name: &str,
+    entries: &[(&[u8], &[u8])],
+    memory: &mut [u8],
+) -> Result<(), RuntimeError> {
+    let bad = |what: String| RuntimeError::Map {
         map: name.to_owned(),
-        op,
-        error,
+        op: "fill",
+        error: io::Error::new(io::ErrorKind::InvalidData, what),
     };
     let mut runs = Vec::with_capacity(entries.len());
     for (i, (key, value)) in entries.iter().enumerate() {
-        let run = dir24::decode_run(key, value).ok_or_else(|| {
-            map_err(
-                "decode the image",
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("entry {i} is not a run"),
-                ),
-            )
-        })?;
-        runs.push(run);
+        runs.push(
+            dir24::decode_run(key, value).ok_or_else(|| bad(format!("entry {i} is not a run")))?,
+        );
     }
-    let len = info.max_entries as usize * (info.value_size as usize).next_multiple_of(8);
+    dir24::expand_runs(&runs, memory).map_err(bad)
+}
+
+/// Runs `f` on a shared read-write mapping of the map's `len` value bytes.
+fn with_mapping<R>(
+    name: &str,
+    fd: BorrowedFd<'_>,
+    len: usize,
+    f: impl FnOnce(&mut [u8]) -> R,
+) -> Result<R, RuntimeError> {
     // SAFETY: a shared read-write mapping of the map's value area, which
-    // the kernel sizes to at least `len` bytes for an mmapable array; it
-    // is unmapped below before anything else can see the slice.
+    // the kernel sizes to at least `len` bytes for an mmapable array.
     let base = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
@@ -53,16 +65,48 @@ pub fn fill_runs(
         )
     };
     if base == libc::MAP_FAILED {
-        return Err(map_err("mmap", io::Error::last_os_error()));
+        return Err(RuntimeError::Map {
+            map: name.to_owned(),
+            op: "mmap",
+            error: io::Error::last_os_error(),
+        });
     }
-    // SAFETY: `base` maps `len` writable bytes (above) and nothing else
-    // aliases them in this process.
+    // SAFETY: `base` maps `len` writable bytes and nothing else in this
+    // process aliases them while `f` runs.
     let memory = unsafe { std::slice::from_raw_parts_mut(base.cast::<u8>(), len) };
-    let result = dir24::expand_runs(&runs, memory)
-        .map_err(|e| map_err("fill", io::Error::new(io::ErrorKind::InvalidData, e)));
+    let result = f(memory);
     // SAFETY: unmapping exactly the mapping made above.
     unsafe {
         libc::munmap(base, len);
     }
-    result
+    Ok(result)
+}
+
+/// Rewrites a running `_d24` array to the contents `entries` (runs)
+/// describe, writing only the 8-byte elements that differ (each an aligned
+/// store, so a packet reads the old or the new slot pair, never a torn
+/// one). Returns how many elements changed.
+pub fn rewrite_runs(
+    name: &str,
+    fd: BorrowedFd<'_>,
+    info: &MapInfo,
+    entries: &[(Vec<u8>, Vec<u8>)],
+) -> Result<usize, RuntimeError> {
+    let len = info.max_entries as usize * (info.value_size as usize).next_multiple_of(8);
+    let mut wanted = vec![0u8; len];
+    let runs: Vec<(&[u8], &[u8])> = entries
+        .iter()
+        .map(|(k, v)| (k.as_slice(), v.as_slice()))
+        .collect();
+    expand_into(name, &runs, &mut wanted)?;
+    with_mapping(name, fd, len, |memory| {
+        let mut changed = 0;
+        for (now, new) in memory.chunks_exact_mut(8).zip(wanted.chunks_exact(8)) {
+            if now != new {
+                now.copy_from_slice(new);
+                changed += 1;
+            }
+        }
+        changed
+    })
 }

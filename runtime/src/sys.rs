@@ -20,13 +20,17 @@ const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
 
 /// `ENOTSUPP` (kernel-internal, leaks to user space from the batch ops).
 pub const ENOTSUPP: i32 = 524;
 
 /// `BPF_ANY`: create or overwrite.
 const BPF_ANY: u64 = 0;
+/// `BPF_NOEXIST`: create only, `EEXIST` when the key is there.
+const BPF_NOEXIST: u64 = 1;
 
 fn ptr<T>(p: *const T) -> u64 {
     p as usize as u64
@@ -129,6 +133,24 @@ pub fn map_update_elem(map: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> io::Res
     unsafe { bpf(BPF_MAP_UPDATE_ELEM, &mut attr) }.map(drop)
 }
 
+/// Creates `key` only if absent: `Ok(false)` when the key was already
+/// there (nothing written).
+pub fn map_insert_elem(map: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> io::Result<bool> {
+    let mut attr = MapElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: ptr(key.as_ptr()),
+        value: ptr(value.as_ptr()),
+        flags: BPF_NOEXIST,
+        ..MapElemAttr::default()
+    };
+    // SAFETY: the caller checked key and value against the map's sizes.
+    match unsafe { bpf(BPF_MAP_UPDATE_ELEM, &mut attr) } {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Looks `key` up into `value` (sized by the caller: for per-CPU maps,
 /// one 8-byte-aligned slot per possible CPU). `Ok(false)`: no such key.
 pub fn map_lookup_elem(map: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> io::Result<bool> {
@@ -214,6 +236,58 @@ pub fn map_update_batch(
     match unsafe { bpf(BPF_MAP_UPDATE_BATCH, &mut attr) } {
         Ok(_) => Ok(()),
         Err(e) => Err((e, attr.count)),
+    }
+}
+
+/// `BPF_MAP_DELETE_BATCH` of `count` keys laid end to end. On error, also
+/// returns how many keys the kernel deleted (a missing key is an error,
+/// `ENOENT`, and stops the batch).
+pub fn map_delete_batch(
+    map: BorrowedFd<'_>,
+    keys: &[u8],
+    count: u32,
+) -> Result<(), (io::Error, u32)> {
+    let mut attr = BatchAttr {
+        keys: ptr(keys.as_ptr()),
+        count,
+        map_fd: map.as_raw_fd() as u32,
+        ..BatchAttr::default()
+    };
+    // SAFETY: keys holds `count` keys of the map's key size.
+    match unsafe { bpf(BPF_MAP_DELETE_BATCH, &mut attr) } {
+        Ok(_) => Ok(()),
+        Err(e) => Err((e, attr.count)),
+    }
+}
+
+/// One `BPF_MAP_LOOKUP_BATCH` step: reads up to `count` entries into
+/// `keys`/`values` (room for `count` of each) after the position in
+/// `cursor` (`None`: from the start; the kernel writes the next position
+/// into `next`, which must be at least a key long, 8 bytes for
+/// hash maps). Returns how many entries were read and whether the map is
+/// exhausted.
+pub fn map_lookup_batch(
+    map: BorrowedFd<'_>,
+    cursor: Option<&[u8]>,
+    next: &mut [u8],
+    keys: &mut [u8],
+    values: &mut [u8],
+    count: u32,
+) -> io::Result<(u32, bool)> {
+    let mut attr = BatchAttr {
+        in_batch: cursor.map_or(0, |c| ptr(c.as_ptr())),
+        out_batch: ptr(next.as_mut_ptr()),
+        keys: ptr(keys.as_mut_ptr()),
+        values: ptr(values.as_mut_ptr()),
+        count,
+        map_fd: map.as_raw_fd() as u32,
+        ..BatchAttr::default()
+    };
+    // SAFETY: the caller sized every buffer for `count` entries.
+    match unsafe { bpf(BPF_MAP_LOOKUP_BATCH, &mut attr) } {
+        Ok(_) => Ok((attr.count, false)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok((attr.count, true)),
+        Err(e) => Err(e),
     }
 }
 

@@ -33,18 +33,19 @@ pub fn check(ctx: &LintContext) -> Vec<Diagnostic> {
     let analysis = Analysis::of(policy);
     let boxes = &analysis.boxes;
     let shadowed: BTreeSet<usize> = analysis.shadowed.iter().map(|s| s.rule).collect();
-    let indexes =
-        [Action::Allow, Action::Deny, Action::Limit].map(|a| analysis::index_of(policy, boxes, a));
+    // The analysis already indexes the denies.
+    let allows = analysis::index_of(policy, boxes, Action::Allow);
+    let limits = analysis::index_of(policy, boxes, Action::Limit);
     let mut out = Vec::new();
     for (i, rule) in policy.rules.iter().enumerate() {
         if shadowed.contains(&i) || boxes[i].is_empty() {
             continue;
         }
-        let index = &indexes[match rule.action {
-            Action::Allow => 0,
-            Action::Deny => 1,
-            Action::Limit => 2,
-        }];
+        let index = match rule.action {
+            Action::Allow => &allows,
+            Action::Deny => &analysis.denies,
+            Action::Limit => &limits,
+        };
         if let Some(found) = redundant_under(policy, boxes, index, i) {
             out.push(diagnose(ctx, i, found));
         }
