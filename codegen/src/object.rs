@@ -126,6 +126,17 @@ pub fn compile_with_limits(program: &ir::Program, limits: &Limits) -> Result<Obj
     for (m, plan) in program.maps.iter().enumerate() {
         let mut def = abi::map_def(program, plan)?;
         let mut image = abi::image(program, plan, &def);
+        if let Some((_, trie)) = generated.dir24_tries.iter().find(|(tm, _)| *tm == m) {
+            // Behind DIR-24 arrays only fallback /24s reach the trie.
+            image.entries = trie
+                .iter()
+                .map(|(addr, len, bits)| {
+                    let mut key = u32::from(*len).to_le_bytes().to_vec();
+                    key.extend(addr.to_be_bytes());
+                    (key, abi::bitmap_bytes(bits))
+                })
+                .collect();
+        }
         if let Some((_, cand)) = generated.candidate_maps.iter().find(|(cm, _)| *cm == m) {
             // The phase's primary classifier: each bitmap carries its list.
             let size = cand.value_size() as u32;

@@ -30,7 +30,7 @@ use patronus_compiler::typed::Family;
 
 /// Smaller classifiers keep the plain trie: a shallow trie is cheap and
 /// 64 MiB is not.
-pub const MIN_ENTRIES: usize = 16_384;
+pub const MIN_ENTRIES: usize = 4_096;
 
 /// Slot value: look the address up in the trie.
 pub const FALLBACK: u32 = u32::MAX;
@@ -55,11 +55,20 @@ pub fn wanted(c: &Classifier) -> bool {
     ) && c.len() >= MIN_ENTRIES
 }
 
+/// A trie entry: (IPv4 address in host order, prefix length, bitmap).
+pub type TrieEntry = (u32, u8, Vec<u64>);
+
 /// The two images' contents: the `_d24` runs and the distinct bitmaps
-/// (index `i + 1` is `bitmaps[i]`).
+/// (index `i + 1` is `bitmaps[i]`); and what the trie still needs.
 pub struct Tables {
     pub runs: Vec<(u32, u32, u32, u32)>,
     pub bitmaps: Vec<Vec<u64>>,
+    /// The trie's entries: only packets in [`FALLBACK`] slots reach it, so
+    /// it holds the prefixes longer than /24 and, for a fallback /24 that a
+    /// shorter prefix covers, that /24 with the covering bitmap (the answer
+    /// for its addresses outside the longer prefixes). A fraction of the
+    /// classifier's entries: the trie is the slow part to fill.
+    pub trie: Vec<TrieEntry>,
 }
 
 /// Builds the slot table of `c` (an IPv4 prefix classifier) as runs.
@@ -70,12 +79,14 @@ pub fn build(c: &Classifier) -> Tables {
     let mut index = std::collections::HashMap::<Vec<u64>, u32>::new();
     let mut short: Vec<(u8, u32, u32, u32)> = Vec::new();
     let mut fallback: Vec<u32> = Vec::new();
+    let mut trie: Vec<TrieEntry> = Vec::new();
     for (i, key) in c.keys.iter().enumerate() {
         let Key::Prefix(p) = key else { continue };
         let IpAddr::V4(a) = p.addr else { continue };
         let addr = u32::from(a);
         if p.len > 24 {
             fallback.push(addr >> 8);
+            trie.push((addr, p.len, c.entry(i).to_vec()));
             continue;
         }
         let first = addr >> 8;
@@ -129,9 +140,19 @@ pub fn build(c: &Classifier) -> Tables {
     }
     flush_to(1 << 24, &mut stack, &mut painted, &mut cursor);
 
-    // Fallback slots override whatever was painted there.
+    // Fallback slots override whatever was painted there; a painted
+    // bitmap moves into the trie as that /24.
     fallback.sort_unstable();
     fallback.dedup();
+    for &fb in &fallback {
+        let at = painted.partition_point(|&(_, last, _)| last < fb);
+        if let Some(&(first, _, id)) = painted.get(at)
+            && first <= fb
+        {
+            trie.push((fb << 8, 24, bitmaps[id as usize - 1].clone()));
+        }
+    }
+    trie.sort_unstable_by_key(|&(addr, len, _)| (addr, len));
     let mut slots: Vec<(u32, u32, u32)> = Vec::with_capacity(painted.len() + fallback.len());
     let mut f = fallback.iter().peekable();
     for (first, last, id) in painted {
@@ -142,6 +163,8 @@ pub fn build(c: &Classifier) -> Tables {
             }
             f.next();
             if fb < at {
+                // In the gap before this interval: nothing painted there.
+                slots.push((fb, fb, FALLBACK));
                 continue;
             }
             if fb > at {
@@ -161,6 +184,7 @@ pub fn build(c: &Classifier) -> Tables {
     Tables {
         runs: to_runs(&slots),
         bitmaps,
+        trie,
     }
 }
 
@@ -333,6 +357,23 @@ mod tests {
     }
 
     #[test]
+    fn long_prefixes_between_painted_intervals_fall_back() {
+        let c = classifier(&[
+            ("10.0.0.0", 24, 1),
+            ("10.100.1.16", 28, 1),
+            ("192.0.2.0", 24, 1),
+        ]);
+        let tables = build(&c);
+        let mut memory = vec![0u8; ELEMENTS as usize * 8];
+        expand_runs(&tables.runs, &mut memory).expect("runs fit");
+        let n = |a: u32, b: u32, c: u32| (a << 16) | (b << 8) | c;
+        assert_eq!(slot(&memory, n(10, 100, 1)), FALLBACK);
+        assert_eq!(slot(&memory, n(10, 0, 0)), 1);
+        assert_eq!(slot(&memory, n(192, 0, 2)), 1);
+        assert_eq!(tables.trie.len(), 1, "only the /28: its /24 has no cover");
+    }
+
+    #[test]
     fn every_slot_matches_a_longest_prefix_search() {
         // Pseudo-random prefixes /8../32 over a small region, checked
         // slot by slot against a direct longest-prefix search.
@@ -345,7 +386,7 @@ mod tests {
         };
         let mut prefixes: Vec<(String, u8, u64)> = Vec::new();
         for i in 0..300u64 {
-            let len = 8 + (next() % 25) as u8;
+            let len = 12 + (next() % 21) as u8;
             let addr = (10u32 << 24) | ((next() as u32) & 0x00FF_FFFF);
             let addr = if len == 0 {
                 0

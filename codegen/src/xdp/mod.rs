@@ -61,6 +61,10 @@ pub struct Generated {
     /// Classifier maps (index into `ir::Program::maps`) whose values carry
     /// candidate lists, with the layout to extend them with.
     pub candidate_maps: Vec<(usize, candidates::PhaseCandidates)>,
+    /// Classifier tries behind DIR-24 arrays (index into
+    /// `ir::Program::maps`) and the only entries they need:
+    /// (address, prefix length, bitmap).
+    pub dir24_tries: Vec<(usize, Vec<dir24::TrieEntry>)>,
 }
 
 /// Generates the XDP program within the kernel's limits.
@@ -117,6 +121,7 @@ pub fn generate_within(program: &ir::Program, limits: &Limits) -> Result<Generat
         extra: g.extra,
         stack_bytes,
         candidate_maps,
+        dir24_tries: g.dir24_tries,
     })
 }
 
@@ -152,6 +157,8 @@ struct Gen<'p> {
     consts: std::collections::HashMap<usize, phases::Consts>,
     /// DIR-24 arrays made so far: (classifier map, (slots, bitmaps)).
     dir24: Vec<(u32, (MapRef, MapRef))>,
+    /// The reduced trie entries of those classifier maps.
+    dir24_tries: Vec<(usize, Vec<dir24::TrieEntry>)>,
     /// Candidate-list layouts of wide phases that use them, by phase index.
     candidates: std::collections::HashMap<usize, candidates::PhaseCandidates>,
 }
@@ -194,6 +201,7 @@ impl<'p> Gen<'p> {
             invalid: BTreeMap::new(),
             consts: std::collections::HashMap::new(),
             dir24: Vec::new(),
+            dir24_tries: Vec::new(),
             candidates: program
                 .phases
                 .iter()

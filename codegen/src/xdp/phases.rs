@@ -1088,6 +1088,7 @@ impl Gen<'_> {
         });
         let refs = (MapRef(first as u32), MapRef(first as u32 + 1));
         self.dir24.push((map.0, refs));
+        self.dir24_tries.push((map.0 as usize, tables.trie));
         Ok(refs)
     }
 
