@@ -91,18 +91,22 @@ pub fn build(c: &Classifier) -> Tables {
         }
         let first = addr >> 8;
         let last = first + (1u32 << (24 - u32::from(p.len))) - 1;
-        let bits = c.entry(i).to_vec();
-        let next = bitmaps.len() as u32 + 1;
-        let id = *index.entry(bits.clone()).or_insert(next);
-        if id == next {
-            bitmaps.push(bits);
-        }
+        // Few distinct bitmaps: allocate only for a new one.
+        let bits = c.entry(i);
+        let id = match index.get(bits) {
+            Some(&id) => id,
+            None => {
+                bitmaps.push(bits.to_vec());
+                let id = bitmaps.len() as u32;
+                index.insert(bits.to_vec(), id);
+                id
+            }
+        };
         short.push((p.len, first, last, id));
     }
-    short.sort_unstable();
     // Paint into a sparse list of intervals: nested prefixes are strictly
     // inside shorter ones, so a stack sweep in address order suffices.
-    let mut by_start = short.clone();
+    let mut by_start = short;
     by_start.sort_unstable_by_key(|&(len, first, _, _)| (first, len));
     let mut painted: Vec<(u32, u32, u32)> = Vec::new(); // (first, last, id), disjoint, sorted
     let mut stack: Vec<(u32, u32, u32)> = Vec::new(); // open (first, last, id)
