@@ -9,7 +9,6 @@ mod xdp_common;
 use std::net::IpAddr;
 
 use patronus_codegen::xdp;
-use patronus_compiler::diag::Files;
 use patronus_compiler::interp::Interpreter;
 use patronus_compiler::typed::{Packet, Policy};
 use patronus_compiler::{LoadedFile, TableLoader, ir, packet};
@@ -23,16 +22,7 @@ impl TableLoader for NoTables {
 }
 
 fn check(source: String) -> Policy {
-    let mut files = Files::new();
-    let file = files.add("candidates.pf".to_string(), source);
-    let checked = patronus_compiler::check(&mut files, file, &NoTables);
-    let failed = checked.has_errors();
-    checked.policy.filter(|_| !failed).unwrap_or_else(|| {
-        panic!(
-            "policy checks: {}",
-            patronus_compiler::render::human(&files, &checked.diagnostics, false)
-        )
-    })
+    xdp_common::check_policy(&source, &NoTables)
 }
 
 fn addr(text: &str) -> IpAddr {
@@ -40,18 +30,7 @@ fn addr(text: &str) -> IpAddr {
 }
 
 fn pkt(proto: u8, src: &str, dst: &str, dst_port: u16) -> Packet {
-    Packet {
-        proto,
-        src: addr(src),
-        dst: addr(dst),
-        src_port: 40_000,
-        dst_port,
-        tcp_flags: 0x02,
-        icmp_type: 8,
-        icmp_code: 0,
-        vlan: None,
-        repeat: 1,
-    }
+    xdp_common::test_packet(proto, addr(src), addr(dst), dst_port)
 }
 
 #[test]

@@ -9,7 +9,6 @@ mod xdp_common;
 use std::net::{IpAddr, Ipv4Addr};
 
 use patronus_codegen::xdp;
-use patronus_compiler::diag::Files;
 use patronus_compiler::interp::Interpreter;
 use patronus_compiler::typed::{Packet, Policy};
 use patronus_compiler::{LoadedFile, TableLoader, ir, packet};
@@ -32,16 +31,7 @@ impl TableLoader for Tables {
 }
 
 fn check(source: &str, tables: Tables) -> Policy {
-    let mut files = Files::new();
-    let file = files.add("dir24.pf".to_string(), source.to_string());
-    let checked = patronus_compiler::check(&mut files, file, &tables);
-    let failed = checked.has_errors();
-    checked.policy.filter(|_| !failed).unwrap_or_else(|| {
-        panic!(
-            "policy checks: {}",
-            patronus_compiler::render::human(&files, &checked.diagnostics, false)
-        )
-    })
+    xdp_common::check_policy(source, &tables)
 }
 
 /// xorshift64: deterministic addresses without a dependency.
@@ -75,18 +65,8 @@ fn table_text(prefixes: &[(u32, u8)]) -> String {
 }
 
 fn tcp(src: u32, dst_port: u16) -> Packet {
-    Packet {
-        proto: 6,
-        src: IpAddr::V4(Ipv4Addr::from(src)),
-        dst: "192.0.2.1".parse().expect("address"),
-        src_port: 40_000,
-        dst_port,
-        tcp_flags: 0x02,
-        icmp_type: 8,
-        icmp_code: 0,
-        vlan: None,
-        repeat: 1,
-    }
+    let dst = "192.0.2.1".parse().expect("address");
+    xdp_common::test_packet(6, IpAddr::V4(Ipv4Addr::from(src)), dst, dst_port)
 }
 
 #[test]

@@ -67,9 +67,14 @@ pub(crate) fn load_u64(asm: &mut Asm, reg: Reg, value: u64) {
 
 /// `r0 = bpf_map_lookup_elem(map, r10 + key.off)`.
 pub(crate) fn emit_lookup(asm: &mut Asm, map: MapRef, key: StackSlot) {
+    emit_lookup_at(asm, map, key.off);
+}
+
+/// `r0 = bpf_map_lookup_elem(map, r10 + key_off)`: the key is on the stack.
+pub(crate) fn emit_lookup_at(asm: &mut Asm, map: MapRef, key_off: i16) {
     asm.ld_map(Reg::R1, map);
     asm.mov64_reg(Reg::R2, FP);
-    asm.add64_imm(Reg::R2, i32::from(key.off));
+    asm.add64_imm(Reg::R2, i32::from(key_off));
     asm.call(Helper::MapLookupElem);
 }
 

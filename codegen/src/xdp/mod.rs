@@ -41,7 +41,7 @@ use std::collections::BTreeMap;
 use patronus_compiler::ir;
 use patronus_compiler::semantics::{Counter, InvalidClass, Phase};
 
-use crate::insn::kernel::{Helper, xdp_action};
+use crate::insn::kernel::xdp_action;
 use crate::insn::regs::{DATA, DATA_END, FP, Frame, StackSlot};
 use crate::insn::{Asm, Label, MapRef, Program, Reg};
 use crate::object::{CodegenError, Limits};
@@ -302,10 +302,7 @@ impl<'p> Gen<'p> {
     fn count(&mut self, slot: StackSlot) {
         let a = &mut self.asm;
         let done = a.new_label();
-        a.mov64_reg(Reg::R2, FP);
-        a.add64_imm(Reg::R2, i32::from(slot.off));
-        a.ld_map(Reg::R1, self.stats);
-        a.call(Helper::MapLookupElem);
+        crate::state::emit_lookup_at(a, self.stats, slot.off);
         a.jeq_imm(Reg::R0, 0, done);
         // Per-CPU value: plain loads and stores, no atomics needed.
         a.ldx_dw(Reg::R1, Reg::R0, 0);

@@ -28,7 +28,7 @@ use super::ctx::*;
 use super::{Gen, candidates, dir24, hooks};
 use crate::abi;
 use crate::elf::{DataType, MapDef};
-use crate::insn::kernel::{Helper, map_type};
+use crate::insn::kernel::map_type;
 use crate::insn::regs::{FP, SCRATCH};
 use crate::insn::{AluOp, Asm, JmpOp, Label, MapRef, Reg, SwapBits, Width};
 use crate::object::{CodegenError, MapImage};
@@ -519,10 +519,7 @@ impl Gen<'_> {
     fn const_ptr(&mut self, pi: usize, bits: &[u64], nomatch: Label) -> Result<(), CodegenError> {
         let (map, index) = self.const_index(pi, bits)?;
         self.asm.st_w(FP, self.key.off, index as i32);
-        self.asm.mov64_reg(Reg::R2, FP);
-        self.asm.add64_imm(Reg::R2, i32::from(self.key.off));
-        self.asm.ld_map(Reg::R1, map);
-        self.asm.call(Helper::MapLookupElem);
+        crate::state::emit_lookup_at(&mut self.asm, map, self.key.off);
         self.asm.jeq_imm(Reg::R0, 0, nomatch);
         Ok(())
     }
@@ -923,10 +920,7 @@ impl Gen<'_> {
                 a.lsh64_imm(Reg::R2, 8);
                 a.or64_reg(Reg::R1, Reg::R2);
                 a.stx_w(FP, key, Reg::R1);
-                a.mov64_reg(Reg::R2, FP);
-                a.add64_imm(Reg::R2, i32::from(key));
-                a.ld_map(Reg::R1, map);
-                a.call(Helper::MapLookupElem);
+                crate::state::emit_lookup_at(a, map, key);
                 self.deliver_hit(mode, done);
                 let a = &mut self.asm;
                 a.ldx_b(Reg::R1, FP, pkt.at(PKT_ICMP_TYPE));
@@ -935,10 +929,7 @@ impl Gen<'_> {
             }
         }
         let a = &mut self.asm;
-        a.mov64_reg(Reg::R2, FP);
-        a.add64_imm(Reg::R2, i32::from(key_ptr));
-        a.ld_map(Reg::R1, map);
-        a.call(Helper::MapLookupElem);
+        crate::state::emit_lookup_at(a, map, key_ptr);
         self.deliver_hit(mode, done);
         if let Some(miss) = dir24_miss {
             self.asm.bind(miss);
@@ -970,10 +961,7 @@ impl Gen<'_> {
         a.to_be(Reg::R1, SwapBits::B32);
         a.rsh64_imm(Reg::R1, 9);
         a.stx_w(FP, key, Reg::R1);
-        a.mov64_reg(Reg::R2, FP);
-        a.add64_imm(Reg::R2, i32::from(key));
-        a.ld_map(Reg::R1, slots_map);
-        a.call(Helper::MapLookupElem);
+        crate::state::emit_lookup_at(a, slots_map, key);
         a.jeq_imm(Reg::R0, 0, trie);
         // Which u32 of the element: bit 8 of the address (host order).
         a.ldx_w(Reg::R1, FP, addr);
@@ -985,10 +973,7 @@ impl Gen<'_> {
         a.jeq_imm(Reg::R1, 0, miss);
         a.jump_if(Width::W32, JmpOp::Eq, Reg::R1, dir24::FALLBACK as i32, trie);
         a.stx_w(FP, key, Reg::R1);
-        a.mov64_reg(Reg::R2, FP);
-        a.add64_imm(Reg::R2, i32::from(key));
-        a.ld_map(Reg::R1, bitmaps_map);
-        a.call(Helper::MapLookupElem);
+        crate::state::emit_lookup_at(a, bitmaps_map, key);
         self.deliver_hit(mode, done);
         self.asm.ja(miss);
         self.asm.bind(trie);

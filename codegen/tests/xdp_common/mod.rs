@@ -97,3 +97,43 @@ pub fn expected(outcome: &Outcome) -> (Verdict, Vec<Counter>) {
     counters.sort();
     (outcome.verdict, counters)
 }
+
+/// Checks a policy written by a test; panics with the rendered diagnostics
+/// if it has errors.
+pub fn check_policy(
+    source: &str,
+    loader: &dyn patronus_compiler::TableLoader,
+) -> patronus_compiler::typed::Policy {
+    let mut files = patronus_compiler::diag::Files::new();
+    let file = files.add("test.pf".to_string(), source.to_string());
+    let checked = patronus_compiler::check(&mut files, file, loader);
+    let failed = checked.has_errors();
+    checked.policy.filter(|_| !failed).unwrap_or_else(|| {
+        panic!(
+            "policy checks: {}",
+            patronus_compiler::render::human(&files, &checked.diagnostics, false)
+        )
+    })
+}
+
+/// A TCP SYN (or, with `proto`, UDP/ICMP echo request) from `src` to
+/// `dst:dst_port`, source port 40000.
+pub fn test_packet(
+    proto: u8,
+    src: std::net::IpAddr,
+    dst: std::net::IpAddr,
+    dst_port: u16,
+) -> patronus_compiler::typed::Packet {
+    patronus_compiler::typed::Packet {
+        proto,
+        src,
+        dst,
+        src_port: 40_000,
+        dst_port,
+        tcp_flags: 0x02,
+        icmp_type: 8,
+        icmp_code: 0,
+        vlan: None,
+        repeat: 1,
+    }
+}
