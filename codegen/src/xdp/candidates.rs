@@ -40,6 +40,9 @@ pub struct PhaseCandidates {
     /// The primary classifier per family path (IPv4, IPv6), if that path
     /// uses candidates.
     pub primary: [Option<usize>; 2],
+    /// Per family path: some bitmap of the primary is [`LONG`], so the
+    /// word scan is still needed there.
+    pub needs_scan: [bool; 2],
     /// The rules either family can match (lists hold only these).
     pub live: Vec<u64>,
 }
@@ -112,6 +115,7 @@ pub fn plan(phase: &PhasePlan) -> Option<PhaseCandidates> {
         .map(|w| phase.start[0].0[w] | phase.start[1].0[w])
         .collect();
     let mut primary = [None, None];
+    let mut needs_scan = [true, true];
     let mut slots = 0;
     for family in [Family::Ipv4, Family::Ipv6] {
         let fi = patronus_compiler::ir::family_index(family);
@@ -125,8 +129,9 @@ pub fn plan(phase: &PhasePlan) -> Option<PhaseCandidates> {
             .filter(|(_, c)| applies(c, family))
             .filter_map(|(i, c)| choice_cost(c, &live).map(|(cost, longest)| ((cost, longest), i)))
             .min();
-        if let Some(((_, longest), i)) = best {
+        if let Some(((cost, longest), i)) = best {
             primary[fi] = Some(i);
+            needs_scan[fi] = cost > 0;
             slots = slots.max(longest.max(1));
         }
     }
@@ -137,6 +142,7 @@ pub fn plan(phase: &PhasePlan) -> Option<PhaseCandidates> {
         words: phase.words,
         slots,
         primary,
+        needs_scan,
         live,
     })
 }

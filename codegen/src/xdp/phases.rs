@@ -164,12 +164,19 @@ impl Gen<'_> {
             }
             Matcher::Word => None,
         };
-        if entries.is_some() {
+        // Every primary list fits: no packet scans, the words are only
+        // entered by number.
+        let fi = ir::family_index(family);
+        let scans = match (&entries, self.candidates.get(&pi)) {
+            (Some(_), Some(cand)) => cand.needs_scan[fi],
+            _ => true,
+        };
+        if entries.is_some() && scans {
             self.asm.bind(scan);
         }
         for w in words {
             let next_word = self.asm.new_label();
-            if let Matcher::Wide { .. } = matcher {
+            if let (Matcher::Wide { .. }, true) = (&matcher, scans) {
                 self.wide_word(&matcher, w);
                 self.asm.jeq_imm(ACC, 0, next_word);
             }
@@ -241,7 +248,7 @@ impl Gen<'_> {
             let a = &mut self.asm;
             a.ldx_dw(Reg::R1, FP, slots[p]);
             a.ldx_h(Reg::R2, Reg::R1, cand.slot_offset(i) as i16);
-            if i == 0 {
+            if i == 0 && cand.needs_scan[fi] {
                 a.jeq_imm(Reg::R2, i32::from(candidates::LONG), scan);
             }
             // END (or any bit past the phase) ends the list.
