@@ -123,6 +123,10 @@ pub struct FastMap {
     pub lpm: bool,
     /// The value of every entry, hex.
     pub value: String,
+    /// The DIR-24 array in front of this trie (`codegen::xdp::dir24`), if
+    /// any: its slots say 1 (the table's one bitmap), 0 or FALLBACK.
+    #[serde(default)]
+    pub d24: Option<String>,
 }
 
 fn state_dir(roots: &Roots, iface: &str) -> PathBuf {
@@ -222,16 +226,35 @@ pub(crate) fn tables_meta(compiled: &Compiled, object_hash: &str) -> TablesMeta 
                             compiled.object.maps.iter().find(|m| m.name == plan.name)
                         });
                         // A classifier with DIR-24 arrays in front of its
-                        // trie (codegen::xdp::dir24) answers from them:
-                        // one trie entry alone would not change a verdict.
-                        let accelerated = plan.is_some_and(|plan| {
-                            let arrays = format!("{}_d24", plan.name);
-                            compiled.object.maps.iter().any(|m| m.name == arrays)
+                        // trie (codegen::xdp::dir24) answers from them: the
+                        // fast path changes slots too, and the one bitmap
+                        // is the arrays' only one (the trie may be empty).
+                        let arrays = plan.and_then(|plan| {
+                            let slots = format!("{}_d24", plan.name);
+                            let bitmaps = format!("{slots}b");
+                            let bitmaps =
+                                compiled.object.maps.iter().find(|m| m.name == bitmaps)?;
+                            Some((slots, bitmaps))
                         });
-                        let fast = match (only_table && !accelerated, plan, image) {
+                        let fast = match (only_table, plan, image) {
                             (true, Some(plan), Some(image)) => {
-                                let first = image.entries.first().map(|(_, v)| v);
-                                let uniform = image.entries.iter().all(|(_, v)| Some(v) == first);
+                                let (first, uniform) = match &arrays {
+                                    Some((_, bitmaps)) => {
+                                        let first = bitmaps.entries.first().map(|(_, v)| v);
+                                        let one = bitmaps.entries.len() == 1;
+                                        (
+                                            first,
+                                            one && image
+                                                .entries
+                                                .iter()
+                                                .all(|(_, v)| Some(v) == first),
+                                        )
+                                    }
+                                    None => {
+                                        let first = image.entries.first().map(|(_, v)| v);
+                                        (first, image.entries.iter().all(|(_, v)| Some(v) == first))
+                                    }
+                                };
                                 let lpm = plan.kind == MapKind::LpmTrie;
                                 // The map must be what the keys below are
                                 // laid out for (codegen could store a
@@ -251,6 +274,7 @@ pub(crate) fn tables_meta(compiled: &Compiled, object_hash: &str) -> TablesMeta 
                                             map: image.name.clone(),
                                             lpm,
                                             value: hex(value),
+                                            d24: arrays.as_ref().map(|(slots, _)| slots.clone()),
                                         })
                                     }
                                     _ => None,
@@ -545,15 +569,25 @@ fn run_edit(args: &TableEditArgs, add: bool) -> Result<Status, CliError> {
         let t0 = Instant::now();
         let mut changed = false;
         let mut full = false;
+        let mut general_needed = false;
         for (map, key) in &plan {
             let fd = install::open_map(&pins.map(&map.map))
                 .map_err(runtime_err("cannot open the table's map"))?;
             let value = unhex(&map.value)
                 .ok_or_else(|| CliError::new("the table metadata is damaged (value)"))?;
-            let result = if add {
-                sys::map_insert_elem(fd.as_fd(), key, &value)
-            } else {
-                sys::map_delete_elem(fd.as_fd(), key)
+            let result = match &map.d24 {
+                Some(slots) => {
+                    let Some(result) = dir24_edit(&pins, slots, fd.as_fd(), &prefix, &value, add)?
+                    else {
+                        // Deleting a prefix of at most /24: whether the
+                        // table still covers its /24s takes the table.
+                        general_needed = true;
+                        break;
+                    };
+                    Ok(result)
+                }
+                None if add => sys::map_insert_elem(fd.as_fd(), key, &value),
+                None => sys::map_delete_elem(fd.as_fd(), key),
             };
             match result {
                 Ok(did) => changed |= did,
@@ -574,7 +608,7 @@ fn run_edit(args: &TableEditArgs, add: bool) -> Result<Status, CliError> {
             }
         }
         kernel_time += t0.elapsed();
-        if full {
+        if full || general_needed {
             general.push(change);
         } else if changed {
             journal.push(change);
@@ -654,6 +688,106 @@ fn run_edit(args: &TableEditArgs, add: bool) -> Result<Status, CliError> {
         write_stdout(&report)?;
     }
     Ok(status)
+}
+
+/// A fast-path change of a table behind DIR-24 arrays (slot values: 0,
+/// 1 = the table's bitmap, FALLBACK = ask the trie): the trie first, then
+/// the slots, so no packet sees a slot pointing at a missing entry.
+/// `Ok(None)` when the change needs the table (deleting a prefix of at
+/// most /24); else whether anything changed.
+fn dir24_edit(
+    pins: &install::Pins,
+    slots_map: &str,
+    trie: std::os::fd::BorrowedFd<'_>,
+    prefix: &Prefix,
+    value: &[u8],
+    add: bool,
+) -> Result<Option<bool>, CliError> {
+    use patronus_codegen::xdp::dir24::FALLBACK;
+    let IpAddr::V4(addr) = prefix.addr else {
+        return Ok(None);
+    };
+    let addr = u32::from(addr);
+    let trie_key = |addr: u32, len: u8| -> Vec<u8> {
+        let mut key = u32::from(len).to_le_bytes().to_vec();
+        key.extend(addr.to_be_bytes());
+        key
+    };
+    let io = |what: &str| {
+        let what = what.to_owned();
+        move |e: std::io::Error| CliError::new(format!("cannot {what}: {e}"))
+    };
+    if !add && prefix.len <= 24 {
+        return Ok(None);
+    }
+    if !add {
+        // The slot stays FALLBACK: the trie answers the same without it.
+        return sys::map_delete_elem(trie, &trie_key(addr, prefix.len))
+            .map(Some)
+            .map_err(io(&format!("delete {} from the trie", prefix_text(prefix))));
+    }
+    let slots = install::open_map(&pins.map(slots_map))
+        .map_err(runtime_err("cannot open the table's DIR-24 array"))?;
+    let first = addr >> 8;
+    let last = if prefix.len >= 24 {
+        first
+    } else {
+        first + (1u32 << (24 - u32::from(prefix.len))) - 1
+    };
+    let read = |bytes: &[u8], i: usize| {
+        u32::from_le_bytes([
+            bytes[4 * i],
+            bytes[4 * i + 1],
+            bytes[4 * i + 2],
+            bytes[4 * i + 3],
+        ])
+    };
+    let current: Vec<u32> =
+        patronus_runtime::mapped::with_slots(slots_map, slots.as_fd(), first, last, |bytes| {
+            (0..bytes.len() / 4).map(|i| read(bytes, i)).collect()
+        })
+        .map_err(runtime_err("cannot read the DIR-24 slots"))?;
+    let mut changed = false;
+    let insert =
+        |key: Vec<u8>| sys::map_insert_elem(trie, &key, value).map_err(io("add to the trie"));
+    if prefix.len > 24 {
+        changed |= insert(trie_key(addr, prefix.len))?;
+        // A /24 covered until now keeps that answer outside the prefix.
+        if current[0] == 1 {
+            insert(trie_key(first << 8, 24))?;
+        }
+    } else {
+        for (i, &slot) in current.iter().enumerate() {
+            if slot == FALLBACK {
+                changed |= insert(trie_key((first + i as u32) << 8, 24))?;
+            }
+        }
+    }
+    let wanted = |slot: u32| -> u32 {
+        if prefix.len > 24 || slot == FALLBACK {
+            FALLBACK
+        } else {
+            1
+        }
+    };
+    let flipped =
+        patronus_runtime::mapped::with_slots(slots_map, slots.as_fd(), first, last, |bytes| {
+            let mut flipped = 0;
+            for i in 0..bytes.len() / 4 {
+                let new = wanted(read(bytes, i));
+                if read(bytes, i) != new {
+                    bytes[4 * i..4 * i + 4].copy_from_slice(&new.to_le_bytes());
+                    flipped += 1;
+                }
+            }
+            flipped
+        })
+        .map_err(runtime_err("cannot write the DIR-24 slots"))?;
+    Ok(Some(changed || flipped > 0))
+}
+
+fn prefix_text(prefix: &Prefix) -> String {
+    format!("{}/{}", prefix.addr, prefix.len)
 }
 
 fn list_or_none(names: &[String]) -> String {

@@ -52,6 +52,18 @@ fn with_mapping<R>(
     len: usize,
     f: impl FnOnce(&mut [u8]) -> R,
 ) -> Result<R, RuntimeError> {
+    with_mapping_at(name, fd, 0, len, f)
+}
+
+/// Runs `f` on a shared read-write mapping of `len` value bytes from byte
+/// `offset` (page aligned).
+fn with_mapping_at<R>(
+    name: &str,
+    fd: BorrowedFd<'_>,
+    offset: usize,
+    len: usize,
+    f: impl FnOnce(&mut [u8]) -> R,
+) -> Result<R, RuntimeError> {
     // SAFETY: a shared read-write mapping of the map's value area, which
     // the kernel sizes to at least `len` bytes for an mmapable array.
     let base = unsafe {
@@ -61,7 +73,7 @@ fn with_mapping<R>(
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_SHARED,
             fd.as_raw_fd(),
-            0,
+            offset as libc::off_t,
         )
     };
     if base == libc::MAP_FAILED {
@@ -108,5 +120,42 @@ pub fn rewrite_runs(
             }
         }
         changed
+    })
+}
+
+/// Runs `f` on the slots `first..=last` of a running `_d24` array (u32 LE
+/// each, two per element), through a shared mapping: `patronusc table`
+/// changes a few slots of a big table without rewriting the rest.
+pub fn with_slots<R>(
+    name: &str,
+    fd: BorrowedFd<'_>,
+    first: u32,
+    last: u32,
+    f: impl FnOnce(&mut [u8]) -> R,
+) -> Result<R, RuntimeError> {
+    let info = crate::sys::map_info(fd).map_err(|error| RuntimeError::Map {
+        map: name.to_owned(),
+        op: "read the map's info",
+        error,
+    })?;
+    let len = info.max_entries as usize * (info.value_size as usize).next_multiple_of(8);
+    let (start, end) = (first as usize * 4, (last as usize + 1) * 4);
+    if first > last || end > len || info.map_flags & dir24::MMAPABLE == 0 {
+        return Err(RuntimeError::Map {
+            map: name.to_owned(),
+            op: "map slots",
+            error: io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("slots {first}..={last} are not in this array"),
+            ),
+        });
+    }
+    // Only the pages holding the slots: the kernel maps an array's whole
+    // range up front, milliseconds for 64 MiB.
+    let page = 4096;
+    let offset = start / page * page;
+    let span = (end.next_multiple_of(page)).min(len.next_multiple_of(page)) - offset;
+    with_mapping_at(name, fd, offset, span, |memory| {
+        f(&mut memory[start - offset..end - offset])
     })
 }

@@ -331,7 +331,34 @@ fn dir24_tables_change_in_place_and_at_run_time() {
     assert_eq!(verdict(&setup, [10, 100, 1, 40]), XDP_DROP);
     assert_eq!(verdict(&setup, [10, 100, 1, 60]), XDP_PASS);
 
-    // At run time: a /24 that had no slot, then gone again.
+    // At run time, through the arrays: a /32 where nothing was, a /28
+    // inside a covered /24 (its slot turns to the trie, which keeps the
+    // /24's answer), both deleted again.
+    ok(
+        &setup,
+        &["table", "add", "-i", &setup.iface, "big", "203.0.113.7/32"],
+    );
+    assert_eq!(verdict(&setup, [203, 0, 113, 7]), XDP_DROP);
+    assert_eq!(verdict(&setup, [203, 0, 113, 8]), XDP_PASS);
+    ok(
+        &setup,
+        &["table", "add", "-i", &setup.iface, "big", "10.0.0.16/28"],
+    );
+    assert_eq!(verdict(&setup, [10, 0, 0, 17]), XDP_DROP);
+    assert_eq!(verdict(&setup, [10, 0, 0, 200]), XDP_DROP, "still the /24");
+    for gone in ["203.0.113.7/32", "10.0.0.16/28"] {
+        ok(&setup, &["table", "del", "-i", &setup.iface, "big", gone]);
+    }
+    assert_eq!(verdict(&setup, [203, 0, 113, 7]), XDP_PASS);
+    assert_eq!(
+        verdict(&setup, [10, 0, 0, 17]),
+        XDP_DROP,
+        "the /24 covers it"
+    );
+    assert_eq!(prog_id(&setup), id, "run-time changes reloaded the program");
+
+    // A /24 that had no slot, then gone again (a delete of at most /24
+    // takes the table: the recompile path).
     ok(
         &setup,
         &["table", "add", "-i", &setup.iface, "big", "198.51.100.0/24"],
