@@ -25,20 +25,18 @@
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+use patronus_bench::{XDP_DROP, floor_program, frame, number};
 use patronus_codegen::abi::conntrack::{self as ct, VALUE_DIR, VALUE_SIZE, VALUE_STATE};
-use patronus_compiler::diag::Files;
 use patronus_compiler::interp::conntrack::FlowState;
 use patronus_compiler::ir::FlowKey;
 use patronus_runtime::sys;
 
-const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
-const PROG_TYPE_XDP: u32 = 6;
 const LOCAL: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 /// Entries per `BPF_MAP_UPDATE_BATCH` call.
 const BATCH: usize = 8192;
@@ -52,23 +50,12 @@ struct Options {
 }
 
 fn main() -> ExitCode {
-    let options = match parse_args(std::env::args().skip(1).collect()) {
-        Ok(o) => o,
-        Err(message) => {
-            eprintln!("ctfill: {message}");
-            eprintln!(
-                "usage: ctfill PINDIR [--levels \"0 1000 10000\"] [--probes K] [--repeat R] [--seed S]"
-            );
-            return ExitCode::from(2);
-        }
-    };
-    match run(&options) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("ctfill: error: {message}");
-            ExitCode::FAILURE
-        }
-    }
+    patronus_bench::main_with(
+        "ctfill",
+        "ctfill PINDIR [--levels \"0 1000 10000\"] [--probes K] [--repeat R] [--seed S]",
+        parse_args,
+        run,
+    )
 }
 
 fn parse_args(args: Vec<String>) -> Result<Options, String> {
@@ -105,12 +92,6 @@ fn parse_args(args: Vec<String>) -> Result<Options, String> {
         return Err("--probes and --repeat must be positive".into());
     }
     Ok(options)
-}
-
-fn number<T: std::str::FromStr>(s: &str) -> Result<T, String> {
-    s.replace('_', "")
-        .parse()
-        .map_err(|_| format!("`{s}` is not a number"))
 }
 
 /// splitmix64: a small seeded generator, so every run fills the same flows.
@@ -156,25 +137,6 @@ fn flow_key(remote: Ipv4Addr, port: u16, local_port: u16) -> FlowKey {
         src_port: port,
         dst_port: local_port,
     }
-}
-
-fn frame(spec: &str) -> Result<Vec<u8>, String> {
-    let ast = patronus_grammar::parse_packet(spec).map_err(|e| e.message)?;
-    let mut files = Files::new();
-    let file = files.add("packet", spec.to_owned());
-    let packet = patronus_compiler::packet_from_spec(file, spec, &ast).map_err(|diagnostics| {
-        let text: Vec<_> = diagnostics.iter().map(|d| d.message.clone()).collect();
-        format!("`{spec}`: {}", text.join("; "))
-    })?;
-    Ok(patronus_compiler::packet::build(&packet))
-}
-
-/// `r0 = XDP_DROP; exit`: the floor, timed the same way as the policy.
-fn floor_program() -> Result<OwnedFd, String> {
-    let mut insns = vec![0xb7, 0, 0, 0];
-    insns.extend(XDP_DROP.to_le_bytes());
-    insns.extend([0x95, 0, 0, 0, 0, 0, 0, 0]);
-    sys::load_probe_program(PROG_TYPE_XDP, &insns).map_err(|e| format!("loading the floor: {e}"))
 }
 
 fn test_run(prog: BorrowedFd<'_>, data: &[u8], repeat: u32) -> Result<(u32, u32), String> {

@@ -10,8 +10,6 @@ use std::io::{self, BufRead};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use patronus_compiler::diag::Files;
-
 fn main() -> ExitCode {
     let Some(dir) = std::env::args_os().nth(1).map(PathBuf::from) else {
         eprintln!("usage: frames DIR < NAME<TAB>PACKET lines");
@@ -44,24 +42,11 @@ fn run(dir: &std::path::Path) -> Result<usize, String> {
         if name.is_empty() || name.contains('/') {
             return Err(format!("line {}: bad frame name `{name}`", number + 1));
         }
-        let frame = build(spec).map_err(|e| format!("line {} (`{spec}`): {e}", number + 1))?;
+        let frame = patronus_bench::frame(spec)
+            .map_err(|e| format!("line {} (`{spec}`): {e}", number + 1))?;
         let path = dir.join(format!("{name}.bin"));
         std::fs::write(&path, frame).map_err(|e| format!("{}: {e}", path.display()))?;
         count += 1;
     }
     Ok(count)
-}
-
-fn build(spec: &str) -> Result<Vec<u8>, String> {
-    let ast = patronus_grammar::parse_packet(spec).map_err(|e| e.message)?;
-    let mut files = Files::new();
-    let file = files.add("packet", spec.to_owned());
-    let packet = patronus_compiler::packet_from_spec(file, spec, &ast).map_err(|diagnostics| {
-        diagnostics
-            .iter()
-            .map(|d| d.message.clone())
-            .collect::<Vec<_>>()
-            .join("; ")
-    })?;
-    Ok(patronus_compiler::packet::build(&packet))
 }

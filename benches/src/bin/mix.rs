@@ -17,15 +17,12 @@
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use patronus_compiler::diag::Files;
+use patronus_bench::{XDP_DROP, floor_program, frame, number};
 use patronus_runtime::sys;
-
-const XDP_DROP: u32 = 1;
-const PROG_TYPE_XDP: u32 = 6;
 
 struct Options {
     blocklist: PathBuf,
@@ -37,29 +34,12 @@ struct Options {
 }
 
 fn main() -> ExitCode {
-    let options = match parse_args(std::env::args().skip(1).collect()) {
-        Ok(o) => o,
-        Err(message) => {
-            eprintln!("mix: {message}");
-            eprintln!(
-                "usage: mix --blocklist FILE --prog NAME=PIN... [--frames K] [--passes P] [--shares \"0 50 100\"] [--seed S]"
-            );
-            return ExitCode::from(2);
-        }
-    };
-    match run(&options) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("mix: error: {message}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn number<T: std::str::FromStr>(s: &str) -> Result<T, String> {
-    s.replace('_', "")
-        .parse()
-        .map_err(|_| format!("`{s}` is not a number"))
+    patronus_bench::main_with(
+        "mix",
+        "mix --blocklist FILE --prog NAME=PIN... [--frames K] [--passes P] [--shares \"0 50 100\"] [--seed S]",
+        parse_args,
+        run,
+    )
 }
 
 fn parse_args(args: Vec<String>) -> Result<Options, String> {
@@ -184,25 +164,6 @@ impl Blocklist {
             return Ipv4Addr::from(a);
         }
     }
-}
-
-fn frame(spec: &str) -> Result<Vec<u8>, String> {
-    let ast = patronus_grammar::parse_packet(spec).map_err(|e| e.message)?;
-    let mut files = Files::new();
-    let file = files.add("packet", spec.to_owned());
-    let packet = patronus_compiler::packet_from_spec(file, spec, &ast).map_err(|diagnostics| {
-        let text: Vec<_> = diagnostics.iter().map(|d| d.message.clone()).collect();
-        format!("`{spec}`: {}", text.join("; "))
-    })?;
-    Ok(patronus_compiler::packet::build(&packet))
-}
-
-/// `r0 = XDP_DROP; exit`: the floor, timed the same way as the programs.
-fn floor_program() -> Result<OwnedFd, String> {
-    let mut insns = vec![0xb7, 0, 0, 0];
-    insns.extend(XDP_DROP.to_le_bytes());
-    insns.extend([0x95, 0, 0, 0, 0, 0, 0, 0]);
-    sys::load_probe_program(PROG_TYPE_XDP, &insns).map_err(|e| format!("loading the floor: {e}"))
 }
 
 /// Median over `passes` passes of the mean ns of one repetition over
