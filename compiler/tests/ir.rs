@@ -166,7 +166,8 @@ fn nested_prefixes_inherit_covering_bits_and_negation_inverts() {
 
 #[test]
 fn map_kind_follows_the_contents() {
-    let hosts: Vec<String> = (1..=5).map(|i| format!("192.0.2.{i}/32")).collect();
+    // More than INLINE_MAX_IPV4_PREFIXES, so they need a map.
+    let hosts: Vec<String> = (1..=20).map(|i| format!("192.0.2.{i}/32")).collect();
     let host_refs: Vec<&str> = hosts.iter().map(String::as_str).collect();
     let mut nets = host_refs.clone();
     nets.push("198.51.100.0/24");
@@ -211,7 +212,7 @@ fn map_kind_follows_the_contents() {
             Storage::Map(i) => Some((program.maps[i].kind, program.maps[i].bloom_candidate)),
         };
     let src4 = Field::SrcAddr(Family::Ipv4);
-    // 5 hosts: exact-match hash; with a /24 among them: LPM trie.
+    // 20 hosts: exact-match hash; with a /24 among them: LPM trie.
     assert_eq!(kind(PhaseKind::Deny, src4), Some((MapKind::Hash, false)));
     assert_eq!(
         kind(PhaseKind::Allow, src4),

@@ -9,6 +9,11 @@ use crate::typed::{Family, RateKey};
 /// At most this many entries compile to compares against constants.
 pub const INLINE_MAX: usize = 4;
 
+/// IPv4 prefixes compile to compares up to this many: one masked 32-bit
+/// compare each, cheaper than walking a trie (test-run, the reference
+/// policy's 10-entry blocklist: see docs/benchmarks.md).
+pub const INLINE_MAX_IPV4_PREFIXES: usize = 16;
+
 /// An exact-address hash at least this large is a candidate for a bloom
 /// filter in front of it (mostly-miss traffic skips the hash); a benchmark
 /// decides whether codegen uses it.
@@ -208,7 +213,11 @@ pub fn family_suffix(family: Family) -> &'static str {
 /// small dense domains (protocol, flags, port ranges) are arrays indexed by
 /// the value.
 fn classifier_map(phase: PhaseKind, c: &Classifier) -> Option<MapPlan> {
-    if c.inline_cost <= INLINE_MAX {
+    let inline_max = match c.field {
+        Field::SrcAddr(Family::Ipv4) | Field::DstAddr(Family::Ipv4) => INLINE_MAX_IPV4_PREFIXES,
+        _ => INLINE_MAX,
+    };
+    if c.inline_cost <= inline_max {
         return None;
     }
     let rules = slot("rules", 64 * c.words as u32);
