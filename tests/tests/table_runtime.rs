@@ -20,9 +20,13 @@ use patronus_runtime::testing::{ipv4_frame, kernel_or_skip};
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 
-/// Six prefixes: enough for a map (more than the inline compares).
+/// Twenty prefixes: enough for a map (more than the 16 IPv4 prefixes that
+/// compile to inline compares), too few for DIR-24 arrays.
 const BLOCK: &str = "203.0.113.0/28, 203.0.113.16/28, 203.0.113.32/28, 203.0.113.48/28, \
-                     203.0.113.64/28, 198.51.100.0/30";
+                     203.0.113.64/28, 198.51.100.0/30, 100.64.0.0/24, 100.64.1.0/24, \
+                     100.64.2.0/24, 100.64.3.0/24, 100.64.4.0/24, 100.64.5.0/24, \
+                     100.64.6.0/24, 100.64.7.0/24, 100.64.8.0/24, 100.64.9.0/24, \
+                     100.64.10.0/24, 100.64.11.0/24, 100.64.12.0/24, 100.64.13.0/24";
 
 fn policy(extra_prefixes: &str, extra_rules: &str) -> String {
     format!(
