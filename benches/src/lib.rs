@@ -64,3 +64,16 @@ pub fn floor_program() -> Result<OwnedFd, String> {
     insns.extend([0x95, 0, 0, 0, 0, 0, 0, 0]);
     sys::load_probe_program(PROG_TYPE_XDP, &insns).map_err(|e| format!("loading the floor: {e}"))
 }
+
+/// splitmix64, seeded: every run draws the same flows and mixes.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}

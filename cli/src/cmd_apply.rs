@@ -660,11 +660,7 @@ pub(crate) fn content_maps(compiled: &Compiled) -> Vec<&patronus_codegen::MapIma
         .filter(|m| {
             // A classifier map, a phase's constants, or the DIR-24 arrays in
             // front of a classifier trie (`<map>_d24`, `<map>_d24b`).
-            let base = m
-                .name
-                .strip_suffix("_d24")
-                .or_else(|| m.name.strip_suffix("_d24b"))
-                .unwrap_or(&m.name);
+            let base = patronus_codegen::xdp::dir24::trie_of(&m.name).unwrap_or(&m.name);
             classifier.contains(&base) || m.name.starts_with("consts_")
         })
         .collect()

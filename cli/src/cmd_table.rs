@@ -34,6 +34,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::{Args, Subcommand};
+use patronus_codegen::xdp::dir24;
 use patronus_compiler::ir::plan::MapKind;
 use patronus_compiler::ir::{Field, Storage};
 use patronus_compiler::net::Prefix;
@@ -230,8 +231,8 @@ pub(crate) fn tables_meta(compiled: &Compiled, object_hash: &str) -> TablesMeta 
                         // fast path changes slots too, and the one bitmap
                         // is the arrays' only one (the trie may be empty).
                         let arrays = plan.and_then(|plan| {
-                            let slots = format!("{}_d24", plan.name);
-                            let bitmaps = format!("{slots}b");
+                            let slots = dir24::slots_name(&plan.name);
+                            let bitmaps = dir24::bitmaps_name(&plan.name);
                             let bitmaps =
                                 compiled.object.maps.iter().find(|m| m.name == bitmaps)?;
                             Some((slots, bitmaps))
@@ -374,12 +375,17 @@ fn addr_octets(addr: IpAddr) -> Vec<u8> {
 fn fast_key(map: &FastMap, prefix: &Prefix) -> Option<Vec<u8>> {
     let host = u32::from(prefix.len) == if prefix.is_ipv4() { 32 } else { 128 };
     if map.lpm {
-        let mut key = u32::from(prefix.len).to_le_bytes().to_vec();
-        key.extend(addr_octets(prefix.addr));
-        Some(key)
+        Some(lpm_key(prefix))
     } else {
         host.then(|| addr_octets(prefix.addr))
     }
+}
+
+/// An LPM trie key: `prefixlen` u32 LE, then the address.
+fn lpm_key(prefix: &Prefix) -> Vec<u8> {
+    let mut key = u32::from(prefix.len).to_le_bytes().to_vec();
+    key.extend(addr_octets(prefix.addr));
+    key
 }
 
 fn read_tables_meta(roots: &Roots, iface: &str) -> Result<TablesMeta, CliError> {
@@ -708,10 +714,11 @@ fn dir24_edit(
         return Ok(None);
     };
     let addr = u32::from(addr);
-    let trie_key = |addr: u32, len: u8| -> Vec<u8> {
-        let mut key = u32::from(len).to_le_bytes().to_vec();
-        key.extend(addr.to_be_bytes());
-        key
+    let trie_key = |addr: u32, len: u8| {
+        lpm_key(&Prefix {
+            addr: IpAddr::V4(addr.into()),
+            len,
+        })
     };
     let io = |what: &str| {
         let what = what.to_owned();

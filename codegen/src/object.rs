@@ -131,8 +131,14 @@ pub fn compile_with_limits(program: &ir::Program, limits: &Limits) -> Result<Obj
             image.entries = trie
                 .iter()
                 .map(|(addr, len, bits)| {
-                    let mut key = u32::from(*len).to_le_bytes().to_vec();
-                    key.extend(addr.to_be_bytes());
+                    let prefix = patronus_compiler::net::Prefix {
+                        addr: std::net::IpAddr::V4((*addr).into()),
+                        len: *len,
+                    };
+                    let key = abi::entry_key(
+                        &patronus_compiler::ir::Key::Prefix(prefix),
+                        patronus_compiler::ir::plan::MapKind::LpmTrie,
+                    );
                     (key, abi::bitmap_bytes(bits))
                 })
                 .collect();

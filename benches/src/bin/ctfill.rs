@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use patronus_bench::{XDP_DROP, floor_program, frame, number};
+use patronus_bench::{Rng, XDP_DROP, floor_program, frame, number};
 use patronus_codegen::abi::conntrack::{self as ct, VALUE_DIR, VALUE_SIZE, VALUE_STATE};
 use patronus_compiler::interp::conntrack::FlowState;
 use patronus_compiler::ir::FlowKey;
@@ -94,19 +94,6 @@ fn parse_args(args: Vec<String>) -> Result<Options, String> {
     Ok(options)
 }
 
-/// splitmix64: a small seeded generator, so every run fills the same flows.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
 /// Distinct remote endpoints (10.x.y.z, port >= 1024) across the whole run.
 struct Flows {
     rng: Rng,
@@ -116,7 +103,7 @@ struct Flows {
 impl Flows {
     fn fresh(&mut self) -> (Ipv4Addr, u16) {
         loop {
-            let r = self.rng.next();
+            let r = self.rng.next_u64();
             let addr = 0x0a00_0000 | (r as u32 & 0x00ff_ffff);
             let port = 1024 + ((r >> 32) as u16 % (65535 - 1024));
             if Ipv4Addr::from(addr) == LOCAL {
@@ -272,7 +259,7 @@ fn run(o: &Options) -> Result<(), String> {
         } else {
             (0..o.probes)
                 .map(|_| {
-                    let (a, p) = filled[(sampler.next() % filled.len() as u64) as usize];
+                    let (a, p) = filled[(sampler.next_u64() % filled.len() as u64) as usize];
                     frame(&format!("tcp {a}:{p} -> {LOCAL}:443 flags A"))
                 })
                 .collect::<Result<_, _>>()?

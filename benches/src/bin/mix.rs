@@ -21,7 +21,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use patronus_bench::{XDP_DROP, floor_program, frame, number};
+use patronus_bench::{Rng, XDP_DROP, floor_program, frame, number};
 use patronus_runtime::sys;
 
 struct Options {
@@ -86,19 +86,6 @@ fn parse_args(args: Vec<String>) -> Result<Options, String> {
     Ok(o)
 }
 
-/// splitmix64, seeded: every run builds the same mix.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
 /// The IPv4 prefixes of a bench blocklist file (`a.b.c.d/len` lines).
 struct Blocklist {
     prefixes: Vec<(u32, u8)>,
@@ -149,13 +136,13 @@ impl Blocklist {
     }
 
     fn inside(&self, rng: &mut Rng) -> Ipv4Addr {
-        let (net, len) = self.prefixes[(rng.next() % self.prefixes.len() as u64) as usize];
-        Ipv4Addr::from(net | (rng.next() as u32 & !mask(len)))
+        let (net, len) = self.prefixes[(rng.next_u64() % self.prefixes.len() as u64) as usize];
+        Ipv4Addr::from(net | (rng.next_u64() as u32 & !mask(len)))
     }
 
     fn outside(&self, rng: &mut Rng) -> Ipv4Addr {
         loop {
-            let a = rng.next() as u32;
+            let a = rng.next_u64() as u32;
             let first = a >> 24;
             // Unicast sources only, and never the DUT's own address.
             if first == 0 || first == 127 || first >= 224 || a == 0x0a4d_0002 || self.covers(a) {
@@ -220,12 +207,12 @@ fn run(o: &Options) -> Result<(), String> {
             } else {
                 blocklist.outside(&mut rng)
             };
-            let sport = 1024 + (rng.next() % 60000) as u16;
+            let sport = 1024 + (rng.next_u64() % 60000) as u16;
             frames.push(frame(&format!("udp {src}:{sport} -> 10.77.0.2:5353"))?);
         }
         // Interleave hits and misses (Fisher-Yates), as real traffic would.
         for i in (1..frames.len()).rev() {
-            let j = (rng.next() % (i as u64 + 1)) as usize;
+            let j = (rng.next_u64() % (i as u64 + 1)) as usize;
             frames.swap(i, j);
         }
         let mut row = vec![share.to_string()];

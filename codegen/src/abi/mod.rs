@@ -243,7 +243,7 @@ pub fn bitmap_bytes(words: &[u64]) -> Vec<u8> {
 }
 
 /// The key bytes of one classifier entry in a map of `kind`.
-fn entry_key(key: &Key, kind: MapKind) -> Vec<u8> {
+pub(crate) fn entry_key(key: &Key, kind: MapKind) -> Vec<u8> {
     match *key {
         Key::Prefix(p) if kind == MapKind::LpmTrie => {
             let mut k = u32::from(p.len).to_le_bytes().to_vec();

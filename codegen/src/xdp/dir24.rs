@@ -49,6 +49,22 @@ pub const RUN_BYTES: usize = 12;
 /// `BPF_F_MMAPABLE`.
 pub const MMAPABLE: u32 = 1 << 10;
 
+/// The slot array in front of classifier map `trie`.
+pub fn slots_name(trie: &str) -> String {
+    format!("{trie}_d24")
+}
+
+/// The bitmap array in front of classifier map `trie`.
+pub fn bitmaps_name(trie: &str) -> String {
+    format!("{trie}_d24b")
+}
+
+/// The classifier map whose DIR-24 array `name` is, if it is one.
+pub fn trie_of(name: &str) -> Option<&str> {
+    name.strip_suffix("_d24")
+        .or_else(|| name.strip_suffix("_d24b"))
+}
+
 /// Whether a classifier gets the DIR-24 arrays.
 pub fn wanted(c: &Classifier) -> bool {
     matches!(

@@ -78,6 +78,9 @@ pub fn generate_within(program: &ir::Program, limits: &Limits) -> Result<Generat
     g.prologue();
     g.parse()?;
     g.finish_consts();
+    let candidate_maps = (0..program.maps.len())
+        .filter_map(|m| g.primary_candidates(m).map(|c| (m, c.clone())))
+        .collect();
     let stack_bytes = g.frame.used();
     let marks = std::mem::take(&mut g.rule_marks);
     let blame = |limit: usize| {
@@ -105,17 +108,6 @@ pub fn generate_within(program: &ir::Program, limits: &Limits) -> Result<Generat
         other => CodegenError::Asm(other),
     })?;
     let insns = prune::prune_unreachable(insns).map_err(CodegenError::Asm)?;
-    let mut candidate_maps = Vec::new();
-    for (&pi, cand) in &g.candidates {
-        for ci in cand.primary.iter().flatten() {
-            if let ir::Storage::Map(m) = program.phases[pi].classifiers[*ci].storage
-                && !candidate_maps.iter().any(|(seen, _)| *seen == m)
-            {
-                candidate_maps.push((m, cand.clone()));
-            }
-        }
-    }
-    candidate_maps.sort_by_key(|(m, _)| *m);
     Ok(Generated {
         program: insns,
         extra: g.extra,
@@ -214,6 +206,19 @@ impl<'p> Gen<'p> {
     }
 
     /// The stats index of a counter.
+    /// The candidate layout whose lists classifier map `map`'s values
+    /// carry: the map is a primary of its phase ([`candidates`]).
+    fn primary_candidates(&self, map: usize) -> Option<&candidates::PhaseCandidates> {
+        self.candidates.iter().find_map(|(&pi, cand)| {
+            let classifiers = &self.program.phases[pi].classifiers;
+            cand.primary
+                .iter()
+                .flatten()
+                .any(|&ci| classifiers[ci].storage == ir::Storage::Map(map))
+                .then_some(cand)
+        })
+    }
+
     fn counter_index(&self, counter: Counter) -> Result<i32, CodegenError> {
         self.program
             .counters

@@ -1000,27 +1000,10 @@ impl Gen<'_> {
         let name = self.program.maps[map.0 as usize].name.clone();
         let tables = dir24::build(c);
         // A candidate primary's bitmaps carry their lists here too.
-        let cand = self
-            .program
-            .phases
-            .iter()
-            .enumerate()
-            .find(|(_, ph)| {
-                ph.classifiers
-                    .iter()
-                    .any(|k| k.storage == Storage::Map(map.0 as usize))
-            })
-            .and_then(|(pi, ph)| {
-                let cand = self.candidates.get(&pi)?;
-                let ci = ph
-                    .classifiers
-                    .iter()
-                    .position(|k| k.storage == Storage::Map(map.0 as usize))?;
-                cand.primary.contains(&Some(ci)).then(|| cand.clone())
-            });
+        let cand = self.primary_candidates(map.0 as usize).cloned();
         let bitmap_size = cand.as_ref().map_or(8 * c.words, |cand| cand.value_size()) as u32;
-        let slots_name = format!("{name}_d24");
-        let bitmaps_name = format!("{name}_d24b");
+        let slots_name = dir24::slots_name(&name);
+        let bitmaps_name = dir24::bitmaps_name(&name);
         let slots_image = MapImage {
             name: slots_name.clone(),
             map_type: map_type::ARRAY,
