@@ -409,10 +409,7 @@ impl Gen<'_> {
 
         a.bind(tcp);
         a.comment("TCP");
-        a.jlt_imm(SEGLEN, 20, tcp_truncated);
-        a.mov64_reg(Reg::R5, L4);
-        a.add64_imm(Reg::R5, 20);
-        a.jgt_reg(Reg::R5, DATA_END, tcp_truncated);
+        l4_header_fits(a, 20, tcp_truncated);
         a.ldx_b(Reg::R5, L4, 12);
         a.rsh64_imm(Reg::R5, 4);
         a.lsh64_imm(Reg::R5, 2);
@@ -435,10 +432,7 @@ impl Gen<'_> {
 
         a.bind(udp);
         a.comment("UDP");
-        a.jlt_imm(SEGLEN, 8, udp_truncated);
-        a.mov64_reg(Reg::R5, L4);
-        a.add64_imm(Reg::R5, 8);
-        a.jgt_reg(Reg::R5, DATA_END, udp_truncated);
+        l4_header_fits(a, 8, udp_truncated);
         a.ldx_h(Reg::R5, L4, 4);
         a.to_be(Reg::R5, SwapBits::B16);
         a.jlt_imm(Reg::R5, 8, udp_length);
@@ -450,10 +444,7 @@ impl Gen<'_> {
             Family::Ipv4 => "ICMP",
             Family::Ipv6 => "ICMPv6",
         });
-        a.jlt_imm(SEGLEN, 8, icmp_truncated);
-        a.mov64_reg(Reg::R5, L4);
-        a.add64_imm(Reg::R5, 8);
-        a.jgt_reg(Reg::R5, DATA_END, icmp_truncated);
+        l4_header_fits(a, 8, icmp_truncated);
         a.ldx_b(Reg::R1, L4, 0);
         a.stx_b(FP, pkt.at(PKT_ICMP_TYPE), Reg::R1);
         a.ldx_b(Reg::R2, L4, 1);
@@ -525,6 +516,15 @@ impl Gen<'_> {
         a.bind(valid);
         Ok(())
     }
+}
+
+/// `goto truncated` unless the IP payload (SEGLEN) and the frame (from L4
+/// to DATA_END) both hold an L4 header of `len` bytes. Clobbers r5.
+fn l4_header_fits(a: &mut Asm, len: i32, truncated: Label) {
+    a.jlt_imm(SEGLEN, len, truncated);
+    a.mov64_reg(Reg::R5, L4);
+    a.add64_imm(Reg::R5, len);
+    a.jgt_reg(Reg::R5, DATA_END, truncated);
 }
 
 /// Loads the TCP/UDP source and destination ports (network order, at the
