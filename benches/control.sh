@@ -358,7 +358,7 @@ verdict() { python3 -c "import sys; v, t, op = float(sys.argv[1]), float(sys.arg
 	echo "(\`benches/src/bin/control.rs stages\`). Rule policies come from \`control rules N\`"
 	echo "(four rule shapes, each rule its own port and sources: no overlap, no lint findings);"
 	echo "table policies are benches/reference.pf with a blocklist of N prefixes"
-	echo "(\`patronus-bench corpus blocklist N\`). Apply: \`patronusc apply\` on a veth in a fresh network"
+	echo "(\`corpus blocklist N\`, benches/src/bin/corpus.rs). Apply: \`patronusc apply\` on a veth in a fresh network"
 	echo "namespace (XDP native, tcx egress), fresh each time (unloaded in between), medians;"
 	echo "the columns are the timings apply prints. Fill: \`control fill\` loads the policy with"
 	echo "and without the blocklist's entries; the difference is the LPM fill."

@@ -4,7 +4,7 @@
 //! (pre-established flows, random blocklists, the naive program's rules).
 //!
 //! Owns the bytes, not the files: everything here is pure data, built the
-//! same on every call. `patronus-bench corpus` writes it out for
+//! same on every call. the `corpus` driver (benches/src/bin/corpus.rs) writes it out for
 //! `benches/run`; the compiler, CLI and kernel tests read it in memory. Only
 //! compiled with the `corpus` feature.
 //!
