@@ -1,8 +1,8 @@
 //! The repository stands alone: no tracked file may point outside it. A
-//! path to a sibling checkout (`../shared`, `shared/bench`) or to one
-//! machine's directories (`/work/`, `/root/`, `/home/`, `/Users/`) works
-//! only where it was written, so a fresh clone would fail a build, a test,
-//! a benchmark or a reader. Every git-tracked file is searched (every file
+//! path into a sibling checkout beside the repository, or into one
+//! machine's work or home directories ([`FORBIDDEN`]), works only where it
+//! was written, so a fresh clone would fail a build, a test, a benchmark or
+//! a reader. Every git-tracked file is searched (every file
 //! under the root, less build output, when this is not a git checkout);
 //! the failure names each offending `file:line`.
 //!
