@@ -469,7 +469,7 @@ if vm:
              f"({ipt}; a rule with k source prefixes is k iptables rules, so it holds "
              "1.75 N rules). Each list ends in a counted drop: *reached end* is the share of frames that walked the "
              "whole list (or, for XDP, were dropped there), a check that the firewall, not something else, judged them. "
-             "ns/pkt = DUT CPU busy time / frames received (an upper bound, see docs/benchmarks.md's caveats); median of "
+             "ns/pkt = DUT CPU busy time / frames received (an upper bound, see the caveats under \"The harness\"); median of "
              f"the runs.\n")
     L.append("| config | rules | DUT Mpps | DUT CPU ns/pkt | x patronus same N | reached end |")
     L.append("|---|---:|---:|---:|---:|---:|")
