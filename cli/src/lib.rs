@@ -9,6 +9,7 @@ pub mod cmd_check;
 pub mod cmd_confirm;
 pub mod cmd_explain;
 pub mod cmd_fmt;
+pub mod cmd_generate;
 pub mod cmd_log;
 pub mod cmd_stats;
 pub mod cmd_table;
@@ -77,6 +78,8 @@ fn dispatch(command: &Command) -> Result<Status, CliError> {
         Command::Confirm(args) => cmd_confirm::run_confirm(args),
         Command::Log(args) => cmd_log::run_log(args),
         Command::Table(args) => cmd_table::run(args),
+        Command::Completions(args) => cmd_generate::run_completions(args),
+        Command::Man(args) => cmd_generate::run_man(args),
         Command::RollbackWatcher(args) => cmd_confirm::run_watcher(args),
     }
 }
