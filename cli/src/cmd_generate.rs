@@ -90,7 +90,11 @@ mod tests {
             assert!(names.contains(&want), "no {want} in {names:?}");
         }
         assert!(!names.iter().any(|n| n.contains("rollback-watcher")));
-        let apply = &pages.iter().find(|(n, _)| n == "patronusc-apply.1").unwrap().1;
+        let apply = &pages
+            .iter()
+            .find(|(n, _)| n == "patronusc-apply.1")
+            .unwrap()
+            .1;
         let apply = String::from_utf8_lossy(apply);
         assert!(apply.contains("\\-\\-confirm"), "the page lists --confirm");
     }
