@@ -31,7 +31,6 @@
 //!   benchmark harnesses), optionally recording `--out` flows in conntrack.
 
 use std::fmt::Write as _;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -42,6 +41,7 @@ use patronus_compiler::ir;
 use patronus_compiler::semantics::Counter;
 use patronus_compiler::typed::Policy;
 use patronus_compiler::{LoadedFile, TableLoader};
+use patronus_runtime::host::{self, IfaceName, StateDir, StateFile, StateLock};
 use patronus_runtime::install::{self, Pins, XdpMode};
 use patronus_runtime::{ProgramKind, RuntimeError};
 use serde::{Deserialize, Serialize};
@@ -52,8 +52,10 @@ use crate::common::{
 };
 
 /// Where metadata and lock files live by default.
-pub const DEFAULT_STATE_ROOT: &str = "/run/patronus";
+pub const DEFAULT_STATE_ROOT: &str = host::paths::DEFAULT_STATE_ROOT;
 
+/// `--pin-root` and `--state-root`: the command-line face of
+/// [`host::Roots`], which owns every path below them.
 #[derive(Debug, Clone, Args)]
 pub struct Roots {
     /// The bpffs directory holding one pin directory per interface.
@@ -65,27 +67,28 @@ pub struct Roots {
 }
 
 impl Roots {
-    pub fn pins(&self, iface: &str) -> Pins {
-        Pins::new(self.pin_root.join(iface))
+    pub fn host(&self) -> host::Roots {
+        host::Roots::new(&self.pin_root, &self.state_root)
     }
 
-    pub fn meta_path(&self, iface: &str) -> PathBuf {
-        self.state_root.join(iface).join("meta.json")
+    /// `PIN_ROOT/IFACE` as paths (no file-system access).
+    pub fn pins(&self, iface: &IfaceName) -> Pins {
+        self.host().pins(iface)
+    }
+
+    /// `STATE_ROOT/IFACE`, created when absent, verified.
+    pub fn state(&self, iface: &IfaceName) -> Result<StateDir, CliError> {
+        Ok(self.host().state(iface)?)
+    }
+
+    /// `STATE_ROOT/IFACE` if it exists, verified.
+    pub fn existing_state(&self, iface: &IfaceName) -> Result<Option<StateDir>, CliError> {
+        Ok(self.host().existing_state(iface)?)
     }
 
     /// Interfaces with a policy installed under the pin root.
-    pub fn interfaces(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(&self.pin_root)
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .filter(|e| Pins::new(e.path()).installed())
-                    .filter_map(|e| e.file_name().into_string().ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        names.sort();
-        names
+    pub fn interfaces(&self) -> Result<Vec<IfaceName>, CliError> {
+        Ok(self.host().interfaces()?)
     }
 }
 
@@ -106,7 +109,7 @@ pub struct ApplyArgs {
     pub policy: PathBuf,
     /// The interface (default: the policy's `interface` declaration).
     #[arg(short = 'i', long = "interface", value_name = "IFACE")]
-    pub iface: Option<String>,
+    pub iface: Option<IfaceName>,
     /// How to attach the XDP program.
     #[arg(long, value_enum, default_value = "auto")]
     pub mode: Mode,
@@ -127,7 +130,7 @@ pub struct ApplyArgs {
 pub struct StatusArgs {
     /// Only this interface (default: every interface with a policy).
     #[arg(short = 'i', long = "interface", value_name = "IFACE")]
-    pub iface: Option<String>,
+    pub iface: Option<IfaceName>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -138,7 +141,7 @@ pub struct StatusArgs {
 #[derive(Debug, Args)]
 pub struct UnloadArgs {
     #[arg(short = 'i', long = "interface", value_name = "IFACE")]
-    pub iface: String,
+    pub iface: IfaceName,
     #[command(flatten)]
     pub roots: Roots,
 }
@@ -447,62 +450,37 @@ fn compile_text_edited(
     }))
 }
 
-/// An exclusive `flock` on the interface's lock file, released on drop.
+/// An interface's state directory with its lock held (`STATE_ROOT/IFACE/lock`,
+/// see [`host::StateDir::lock`]), released on drop.
 pub(crate) struct ApplyLock {
-    _held: File,
+    pub(crate) state: StateDir,
+    _held: StateLock,
 }
 
 impl ApplyLock {
-    pub(crate) fn take(dir: &Path) -> Result<ApplyLock, CliError> {
-        use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| CliError::new(format!("cannot create `{}`: {e}", dir.display())))?;
-        let path = dir.join("lock");
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| CliError::new(format!("cannot open `{}`: {e}", path.display())))?;
-        // Blocks until the other apply on this interface is done.
-        file.lock()
-            .map_err(|e| CliError::new(format!("cannot lock `{}`: {e}", path.display())))?;
-        Ok(ApplyLock { _held: file })
+    /// Blocks until the other command changing `iface` is done.
+    pub(crate) fn take(roots: &Roots, iface: &IfaceName) -> Result<ApplyLock, CliError> {
+        let state = roots.state(iface)?;
+        let held = state.lock()?;
+        Ok(ApplyLock { state, _held: held })
     }
 }
 
-pub fn read_meta(path: &Path) -> Option<Meta> {
-    let text = std::fs::read_to_string(path).ok()?;
-    serde_json::from_str(&text).ok()
+/// The metadata `apply` recorded for `iface`; `None` when there is none
+/// (or it is damaged). Permission and trust problems are errors.
+pub fn read_meta(roots: &Roots, iface: &IfaceName) -> Result<Option<Meta>, CliError> {
+    let Some(state) = roots.existing_state(iface)? else {
+        return Ok(None);
+    };
+    Ok(state
+        .read(&StateFile::Meta)?
+        .and_then(|text| serde_json::from_str(&text).ok()))
 }
 
-pub(crate) fn write_meta(path: &Path, meta: &Meta) -> Result<(), CliError> {
+pub(crate) fn write_meta(state: &StateDir, meta: &Meta) -> Result<(), CliError> {
     let text = serde_json::to_string_pretty(meta)
         .map_err(|e| CliError::new(format!("cannot encode metadata: {e}")))?;
-    write_private(path, &text)
-}
-
-/// Writes a state file readable by its owner only (mode 0600), through a
-/// temporary file and a rename: a reader never sees half a file.
-pub(crate) fn write_private(path: &Path, text: &str) -> Result<(), CliError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .and_then(|mut file| file.write_all(text.as_bytes()))
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| CliError::new(format!("cannot write `{}`: {e}", path.display())))
+    Ok(state.write(&StateFile::Meta, text.as_bytes())?)
 }
 
 fn ms(d: Duration) -> String {
@@ -547,6 +525,18 @@ pub(crate) fn require_privileges() -> Result<(), CliError> {
     }
 }
 
+/// Readers (`status`, `stats`, `log`): the pins and the state are root's
+/// alone, so without privileges "nothing applied" would be a lie.
+pub(crate) fn require_root_to_read() -> Result<(), CliError> {
+    match install::missing_privileges() {
+        Some(_) => Err(CliError::new(
+            "permission denied: run as root (the pins and the state of applied policies are \
+             readable by root only)",
+        )),
+        None => Ok(()),
+    }
+}
+
 pub fn run_apply(args: &ApplyArgs) -> Result<Status, CliError> {
     let started = Instant::now();
     let Some(compiled) = compile(&args.policy, &args.color)? else {
@@ -556,18 +546,16 @@ pub fn run_apply(args: &ApplyArgs) -> Result<Status, CliError> {
     let compile_time = started.elapsed();
     let iface = match (&args.iface, &compiled.policy.interface) {
         (Some(iface), _) => iface.clone(),
-        (None, Some((iface, _))) => iface.clone(),
+        (None, Some((iface, _))) => IfaceName::new(iface)
+            .map_err(|e| CliError::new(format!("the policy's `interface`: {e}")))?,
         (None, None) => {
             return Err(CliError::new(
                 "no interface: give `-i IFACE` or declare `interface` in the policy",
             ));
         }
     };
-    if iface.is_empty() || iface.contains('/') || iface.starts_with('.') {
-        return Err(CliError::new(format!("`{iface}` is not an interface name")));
-    }
     require_privileges()?;
-    let ifindex = install::ifindex(&iface).map_err(runtime_err(&iface))?;
+    let ifindex = install::ifindex(iface.as_str()).map_err(runtime_err(iface.as_str()))?;
     if let Some(warning) = std::env::var("SSH_CONNECTION")
         .ok()
         .and_then(|session| crate::cmd_confirm::ssh_lockout(&compiled.policy, &session))
@@ -582,11 +570,12 @@ pub fn run_apply(args: &ApplyArgs) -> Result<Status, CliError> {
             ),
         }
     }
-    let _lock = ApplyLock::take(&args.roots.state_root.join(&iface))?;
-    let confirm = crate::cmd_confirm::before_apply(&args.roots, &iface, args.confirm)?;
+    let lock = ApplyLock::take(&args.roots, &iface)?;
+    let confirm = crate::cmd_confirm::before_apply(&args.roots, &lock, &iface, args.confirm)?;
     let source = std::fs::canonicalize(&args.policy).unwrap_or_else(|_| args.policy.clone());
     let report = apply_locked(
         &args.roots,
+        &lock,
         &iface,
         ifindex,
         &compiled,
@@ -601,6 +590,7 @@ pub fn run_apply(args: &ApplyArgs) -> Result<Status, CliError> {
     let mut report = report;
     crate::cmd_confirm::after_apply(
         &args.roots,
+        &lock,
         &iface,
         &compiled.snapshot,
         confirm,
@@ -626,7 +616,8 @@ pub(crate) struct Applying {
 /// its metadata, and returns the report.
 pub(crate) fn apply_locked(
     roots: &Roots,
-    iface: &str,
+    lock: &ApplyLock,
+    iface: &IfaceName,
     ifindex: u32,
     compiled: &Compiled,
     requested_mode: Mode,
@@ -634,6 +625,7 @@ pub(crate) fn apply_locked(
 ) -> Result<String, CliError> {
     apply_locked_with(
         roots,
+        lock,
         iface,
         ifindex,
         compiled,
@@ -692,19 +684,20 @@ fn same_object(
 
 /// [`apply_locked`]; `keep_journal`: the apply comes from `patronusc
 /// table` (the run-time table changes stay recorded), not from files.
+#[allow(clippy::too_many_arguments)] // the apply's inputs, no natural grouping yet
 pub(crate) fn apply_locked_with(
     roots: &Roots,
-    iface: &str,
+    lock: &ApplyLock,
+    iface: &IfaceName,
     ifindex: u32,
     compiled: &Compiled,
     requested_mode: Mode,
     applying: &Applying,
     keep_journal: bool,
 ) -> Result<String, CliError> {
-    let pins = roots.pins(iface);
+    let pins = roots.host().prepare_pins(iface)?;
     let object_hash = format!("{:016x}", fnv1a(&compiled.object.elf));
-    let meta_path = roots.meta_path(iface);
-    let previous = read_meta(&meta_path);
+    let previous = read_meta(roots, iface)?;
     if same_object(previous.as_ref(), compiled, &object_hash, &pins, ifindex) {
         let started = Instant::now();
         match install::update_in_place(&pins, &content_maps(compiled)) {
@@ -720,8 +713,8 @@ pub(crate) fn apply_locked_with(
                     counters: compiled.counters.clone(),
                     ..previous
                 };
-                write_meta(&meta_path, &meta)?;
-                crate::cmd_table::after_apply(roots, iface, compiled, &object_hash, keep_journal)?;
+                write_meta(&lock.state, &meta)?;
+                crate::cmd_table::after_apply(lock, compiled, &object_hash, keep_journal)?;
                 let mut report = String::new();
                 let _ = writeln!(
                     report,
@@ -779,7 +772,7 @@ pub(crate) fn apply_locked_with(
         (None, None) => "unknown".to_owned(),
     };
     let meta = Meta {
-        interface: iface.to_owned(),
+        interface: iface.to_string(),
         source: applying.source.clone(),
         policy_hash: format!("{:016x}", fnv1a(compiled.text.as_bytes())),
         mode: mode_name.clone(),
@@ -795,8 +788,8 @@ pub(crate) fn apply_locked_with(
             .program_fd(ProgramKind::Xdp)
             .and_then(|fd| patronus_runtime::sys::prog_id(fd).ok()),
     };
-    write_meta(&meta_path, &meta)?;
-    crate::cmd_table::after_apply(roots, iface, compiled, &object_hash, keep_journal)?;
+    write_meta(&lock.state, &meta)?;
+    crate::cmd_table::after_apply(lock, compiled, &object_hash, keep_journal)?;
 
     let mut report = String::new();
     let requested = match requested_mode {
@@ -899,7 +892,9 @@ struct StatusEntry {
     policy: Option<Meta>,
 }
 
-fn status_of(roots: &Roots, iface: &str) -> StatusEntry {
+fn status_of(roots: &Roots, iface: &IfaceName) -> Result<StatusEntry, CliError> {
+    // Verifies the pin directories (and fails on permission) first.
+    let _ = roots.host().existing_pins(iface)?;
     let pins = roots.pins(iface);
     let xdp = install::pinned_link(&pins.xdp_link());
     let tc = install::pinned_link(&pins.tc_link());
@@ -908,23 +903,27 @@ fn status_of(roots: &Roots, iface: &str) -> StatusEntry {
         .filter_map(|name| install::open_map_readonly(&pins.map(name)).ok())
         .map(|fd| install::count_entries(std::os::fd::AsFd::as_fd(&fd)).unwrap_or(0))
         .reduce(|a, b| a + b);
-    StatusEntry {
-        interface: iface.to_owned(),
+    Ok(StatusEntry {
+        interface: iface.to_string(),
         installed: xdp.is_some(),
         ifindex: xdp.map(|l| l.ifindex),
         xdp_prog_id: xdp.map(|l| l.prog_id),
         tc_prog_id: tc.map(|l| l.prog_id),
         conntrack_entries: conntrack,
-        policy: read_meta(&roots.meta_path(iface)),
-    }
+        policy: read_meta(roots, iface)?,
+    })
 }
 
 pub fn run_status(args: &StatusArgs) -> Result<Status, CliError> {
+    require_root_to_read()?;
     let names = match &args.iface {
         Some(iface) => vec![iface.clone()],
-        None => args.roots.interfaces(),
+        None => args.roots.interfaces()?,
     };
-    let entries: Vec<StatusEntry> = names.iter().map(|n| status_of(&args.roots, n)).collect();
+    let entries = names
+        .iter()
+        .map(|n| status_of(&args.roots, n))
+        .collect::<Result<Vec<StatusEntry>, CliError>>()?;
     if args.json {
         let text = serde_json::to_string_pretty(&entries)
             .map_err(|e| CliError::new(format!("cannot encode JSON: {e}")))?;
@@ -978,17 +977,19 @@ pub use crate::cmd_stats::run_stats;
 
 pub fn run_unload(args: &UnloadArgs) -> Result<Status, CliError> {
     require_privileges()?;
-    let _lock = ApplyLock::take(&args.roots.state_root.join(&args.iface))?;
-    let pins = args.roots.pins(&args.iface);
-    if !install::uninstall(&pins) {
-        eprintln!("patronusc: {}: no policy applied", args.iface);
+    let iface = &args.iface;
+    let lock = ApplyLock::take(&args.roots, iface)?;
+    // The kernel side first: state that describes a policy still attached
+    // must not go (a failure here keeps it and exits non-zero).
+    if !args.roots.host().remove_pins(iface)? {
+        eprintln!("patronusc: {iface}: no policy applied");
         return Ok(Status::Failure);
     }
-    let _ = std::fs::remove_file(args.roots.meta_path(&args.iface));
-    crate::cmd_table::forget(&args.roots, &args.iface);
+    lock.state.remove(&StateFile::Meta)?;
+    crate::cmd_table::forget(&lock.state)?;
     // A pending `--confirm` rollback would bring a policy back.
-    crate::cmd_confirm::forget(&args.roots, &args.iface);
-    write_stdout(&format!("unloaded the policy from {}\n", args.iface))?;
+    crate::cmd_confirm::forget(&lock.state)?;
+    write_stdout(&format!("unloaded the policy from {iface}\n"))?;
     Ok(Status::Success)
 }
 
@@ -1026,6 +1027,7 @@ pub fn run_load(args: &LoadArgs) -> Result<Status, CliError> {
             "--out needs a policy with `conntrack = on` (nothing would record the flow)",
         ));
     }
+    host::paths::prepare_pin_dir(&args.pin_dir)?;
     let loaded = install::load_pinned(&compiled.object, &args.pin_dir)
         .map_err(runtime_err("cannot load the policy"))?;
     for frame in &frames {
