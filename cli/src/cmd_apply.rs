@@ -117,6 +117,11 @@ pub struct ApplyArgs {
     /// IFACE` comes within DURATION (`90s`, `5m`, `500ms`).
     #[arg(long, value_name = "DURATION", value_parser = crate::cmd_confirm::parse_duration)]
     pub confirm: Option<Duration>,
+    /// Apply to a loopback interface anyway (refused by default: local
+    /// traffic there has source = destination, which the policy drops as
+    /// `land`).
+    #[arg(long)]
+    pub force: bool,
     /// Tests: do not spawn the rollback watcher (they run it in-process).
     #[arg(long, hide = true)]
     pub no_watcher: bool,
@@ -556,6 +561,13 @@ pub fn run_apply(args: &ApplyArgs) -> Result<Status, CliError> {
     };
     require_privileges()?;
     let ifindex = install::ifindex(iface.as_str()).map_err(runtime_err(iface.as_str()))?;
+    if !args.force && host::netdev::is_loopback(&iface).unwrap_or(false) {
+        return Err(CliError::new(format!(
+            "{iface} is a loopback interface: the host's own traffic there has the same source \
+             and destination address, which every policy drops as invalid (`land`), so local \
+             services would stop working; give --force to apply it anyway"
+        )));
+    }
     if let Some(warning) = std::env::var("SSH_CONNECTION")
         .ok()
         .and_then(|session| crate::cmd_confirm::ssh_lockout(&compiled.policy, &session))
@@ -883,13 +895,61 @@ pub(crate) fn apply_locked_with(
 #[derive(Debug, Serialize)]
 struct StatusEntry {
     interface: String,
+    /// Pins of a policy exist.
     installed: bool,
+    /// The kernel runs the recorded program on the interface of that name
+    /// now (see [`attachment_problem`]).
+    attached: bool,
+    /// Why a policy that is installed is not attached.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    problem: Option<String>,
     ifindex: Option<u32>,
     xdp_prog_id: Option<u32>,
     tc_prog_id: Option<u32>,
     conntrack_entries: Option<usize>,
     /// What `apply` recorded.
     policy: Option<Meta>,
+}
+
+/// Why the policy pinned for `iface` does not filter it, comparing the
+/// kernel's view (the pinned XDP link's interface and program) with the
+/// interface of that name now and with what `apply` recorded; `None`
+/// when it does. A deleted interface severs the link (ifindex 0); one
+/// re-created under the same name has a new index the link is not on.
+/// `link`: the pinned XDP link's `(ifindex, program id)`.
+fn attachment_problem(
+    iface: &IfaceName,
+    link: (u32, u32),
+    current_ifindex: Option<u32>,
+    recorded_prog: Option<u32>,
+) -> Option<String> {
+    let (link_ifindex, link_prog) = link;
+    if link_ifindex == 0 {
+        return Some(match current_ifindex {
+            Some(now) => format!(
+                "the interface the policy was attached to was deleted; {iface} now (ifindex \
+                 {now}) is a new interface and is NOT filtered: run `patronusc apply` again"
+            ),
+            None => format!(
+                "the interface the policy was attached to was deleted: nothing is filtered; \
+                 `patronusc apply` it again once {iface} exists, or `patronusc unload -i {iface}`"
+            ),
+        });
+    }
+    if current_ifindex != Some(link_ifindex) {
+        return Some(format!(
+            "the policy is attached to ifindex {link_ifindex}, which is not {iface} (ifindex {}) \
+             in this network namespace: {iface} is NOT filtered here",
+            current_ifindex.map_or_else(|| "none".to_owned(), |i| i.to_string())
+        ));
+    }
+    match recorded_prog {
+        Some(recorded) if recorded != link_prog => Some(format!(
+            "the kernel runs XDP program {link_prog} on {iface}, not the program {recorded} that \
+             was recorded: the metadata does not describe what is running; apply the policy again"
+        )),
+        _ => None,
+    }
 }
 
 fn status_of(roots: &Roots, iface: &IfaceName) -> Result<StatusEntry, CliError> {
@@ -903,17 +963,29 @@ fn status_of(roots: &Roots, iface: &IfaceName) -> Result<StatusEntry, CliError> 
         .filter_map(|name| install::open_map_readonly(&pins.map(name)).ok())
         .map(|fd| install::count_entries(std::os::fd::AsFd::as_fd(&fd)).unwrap_or(0))
         .reduce(|a, b| a + b);
+    let policy = read_meta(roots, iface)?;
+    let problem = xdp.as_ref().and_then(|link| {
+        attachment_problem(
+            iface,
+            (link.ifindex, link.prog_id),
+            host::netdev::ifindex(iface),
+            policy.as_ref().and_then(|m| m.xdp_prog_id),
+        )
+    });
     Ok(StatusEntry {
         interface: iface.to_string(),
         installed: xdp.is_some(),
+        attached: xdp.is_some() && problem.is_none(),
+        problem,
         ifindex: xdp.map(|l| l.ifindex),
         xdp_prog_id: xdp.map(|l| l.prog_id),
         tc_prog_id: tc.map(|l| l.prog_id),
         conntrack_entries: conntrack,
-        policy: read_meta(roots, iface)?,
+        policy,
     })
 }
 
+/// `status`: exit 1 when a policy is installed but not attached.
 pub fn run_status(args: &StatusArgs) -> Result<Status, CliError> {
     require_root_to_read()?;
     let names = match &args.iface {
@@ -924,11 +996,12 @@ pub fn run_status(args: &StatusArgs) -> Result<Status, CliError> {
         .iter()
         .map(|n| status_of(&args.roots, n))
         .collect::<Result<Vec<StatusEntry>, CliError>>()?;
+    let broken = entries.iter().any(|e| e.problem.is_some());
     if args.json {
         let text = serde_json::to_string_pretty(&entries)
             .map_err(|e| CliError::new(format!("cannot encode JSON: {e}")))?;
         write_stdout(&format!("{text}\n"))?;
-        return Ok(Status::Success);
+        return Ok(Status::failure_if(broken));
     }
     let mut out = String::new();
     if entries.is_empty() {
@@ -939,17 +1012,21 @@ pub fn run_status(args: &StatusArgs) -> Result<Status, CliError> {
             let _ = writeln!(out, "{}: no policy applied", entry.interface);
             continue;
         }
-        let _ = writeln!(
-            out,
-            "{}: XDP program {} (ifindex {}){}",
-            entry.interface,
-            entry.xdp_prog_id.unwrap_or(0),
-            entry.ifindex.unwrap_or(0),
-            entry
-                .tc_prog_id
-                .map(|id| format!(", tcx egress program {id}"))
-                .unwrap_or_default()
-        );
+        if let Some(problem) = &entry.problem {
+            let _ = writeln!(out, "{}: NOT ATTACHED: {problem}", entry.interface);
+        } else {
+            let _ = writeln!(
+                out,
+                "{}: XDP program {} (ifindex {}){}",
+                entry.interface,
+                entry.xdp_prog_id.unwrap_or(0),
+                entry.ifindex.unwrap_or(0),
+                entry
+                    .tc_prog_id
+                    .map(|id| format!(", tcx egress program {id}"))
+                    .unwrap_or_default()
+            );
+        }
         if let Some(meta) = &entry.policy {
             let _ = writeln!(out, "  policy: {} (hash {})", meta.source, meta.policy_hash);
             let _ = writeln!(
@@ -970,7 +1047,7 @@ pub fn run_status(args: &StatusArgs) -> Result<Status, CliError> {
         }
     }
     write_stdout(&out)?;
-    Ok(Status::Success)
+    Ok(Status::failure_if(broken))
 }
 
 pub use crate::cmd_stats::run_stats;
@@ -1146,6 +1223,25 @@ mod tests {
             carried,
             vec![(1, vec![10, 1000]), (2, vec![5, 500]), (4, vec![15, 1500])]
         );
+    }
+
+    #[test]
+    fn status_compares_the_link_with_the_interface_and_the_record() {
+        let eth0 = IfaceName::new("eth0").unwrap();
+        assert_eq!(attachment_problem(&eth0, (7, 40), Some(7), Some(40)), None);
+        assert_eq!(attachment_problem(&eth0, (7, 40), Some(7), None), None);
+        // Deleted: the kernel severs the link (ifindex 0).
+        let gone = attachment_problem(&eth0, (0, 40), None, Some(40)).unwrap();
+        assert!(gone.contains("was deleted"), "{gone}");
+        // Deleted and re-created under the same name.
+        let again = attachment_problem(&eth0, (0, 40), Some(9), Some(40)).unwrap();
+        assert!(again.contains("NOT filtered"), "{again}");
+        // Another interface's index (another namespace, a rename).
+        let other = attachment_problem(&eth0, (7, 40), Some(8), Some(40)).unwrap();
+        assert!(other.contains("ifindex 7"), "{other}");
+        // Another program than the recorded one.
+        let stale = attachment_problem(&eth0, (7, 41), Some(7), Some(40)).unwrap();
+        assert!(stale.contains("program 41"), "{stale}");
     }
 
     #[test]

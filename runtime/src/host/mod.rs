@@ -11,6 +11,7 @@
 //!   unless owned by root with mode 0700, and every operation inside them
 //!   relative to the verified descriptor.
 //! - [`mounts`]: whether a bpffs mount outlives this process.
+//! - [`netdev`]: an interface's index and loopback flag, by name.
 //!
 //! Errors are data ([`HostError`]), each with a message saying what to do.
 
@@ -20,6 +21,7 @@ use std::path::PathBuf;
 
 pub mod dirs;
 pub mod mounts;
+pub mod netdev;
 pub mod paths;
 
 pub use dirs::{DirProblem, SafeDir};

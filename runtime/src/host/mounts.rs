@@ -33,9 +33,11 @@ fn same_file(a: &str, b: &str) -> Option<bool> {
 
 /// Why pins on the bpffs holding `dir` (an existing directory) would
 /// vanish when this process's mount namespace ends; `None` when they
-/// persist, or when it cannot be told (no access to pid 1's namespace).
+/// persist, or when it cannot be told (pid 1's mount table unreadable).
 pub fn ephemeral_reason(dir: &Path) -> Option<String> {
-    if same_file("/proc/self/ns/mnt", "/proc/1/ns/mnt")? {
+    // The namespace links may be unreadable (pid 1 outside our reach):
+    // then pid 1's mount table alone decides.
+    if same_file("/proc/self/ns/mnt", "/proc/1/ns/mnt") == Some(true) {
         return None;
     }
     let dev = std::fs::metadata(dir).ok()?.dev();
