@@ -292,3 +292,35 @@ fn loopback_needs_force() {
     host.apply_lo();
     assert_still_attached(&host, "apply --force");
 }
+
+#[test]
+fn unload_removes_nothing_off_bpffs() {
+    if !kernel_or_skip("unload_removes_nothing_off_bpffs") {
+        return;
+    }
+    // Root's own 0700 directories, but a plain file system: what looks
+    // like pins there is not ours to delete.
+    let base = std::env::temp_dir().join(format!("patronus-test-hh-nobpf-{}", std::process::id()));
+    let pins = base.join("pins/lo");
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(&pins)
+        .expect("creating the directories");
+    std::fs::write(pins.join("link_xdp"), "precious").expect("writing a file");
+    let out = run(
+        BIN,
+        &[
+            "unload",
+            "-i",
+            "lo",
+            "--pin-root",
+            base.join("pins").to_str().expect("UTF-8"),
+            "--state-root",
+            base.join("state").to_str().expect("UTF-8"),
+        ],
+    );
+    let kept = std::fs::read_to_string(pins.join("link_xdp")).ok();
+    let _ = std::fs::remove_dir_all(&base);
+    assert_eq!(out.code, Some(2), "{}", out.text());
+    assert!(out.stderr.contains("not on a bpffs"), "{}", out.text());
+    assert_eq!(kept.as_deref(), Some("precious"));
+}
