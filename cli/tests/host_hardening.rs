@@ -324,3 +324,49 @@ fn unload_removes_nothing_off_bpffs() {
     assert!(out.stderr.contains("not on a bpffs"), "{}", out.text());
     assert_eq!(kept.as_deref(), Some("precious"));
 }
+
+#[test]
+fn status_says_not_attached_once_the_interface_is_gone() {
+    if !kernel_or_skip("status_says_not_attached_once_the_interface_is_gone") {
+        return;
+    }
+    let host = Host::new("gone");
+    let dummy = format!("ptd{}", std::process::id() % 100_000);
+    let peer = format!("ptp{}", std::process::id() % 100_000);
+    let link = |args: &[&str]| {
+        let mut argv = vec!["-n", host.ns.as_str(), "link"];
+        argv.extend(args);
+        let out = run("ip", &argv);
+        assert_eq!(out.code, Some(0), "ip {argv:?}: {}", out.text());
+    };
+    link(&["add", &dummy, "type", "veth", "peer", "name", &peer]);
+    link(&["set", &dummy, "up"]);
+    let out = host.patronusc(&["apply", &web(), "-i", &dummy, "--mode", "generic"]);
+    assert_eq!(out.code, Some(0), "{}", out.text());
+    let out = host.patronusc(&["status", "-i", &dummy, "--json"]);
+    assert_eq!(out.code, Some(0), "{}", out.text());
+    assert!(out.stdout.contains("\"attached\": true"), "{}", out.text());
+
+    link(&["del", &dummy]);
+    let out = host.patronusc(&["status", "-i", &dummy]);
+    assert_eq!(out.code, Some(1), "{}", out.text());
+    assert!(
+        out.stdout.contains(&format!("{dummy}: NOT ATTACHED")) && out.stdout.contains("deleted"),
+        "{}",
+        out.text()
+    );
+    let out = host.patronusc(&["status", "--json"]);
+    assert_eq!(out.code, Some(1), "{}", out.text());
+    assert!(
+        out.stdout.contains("\"attached\": false") && out.stdout.contains("\"problem\""),
+        "{}",
+        out.text()
+    );
+
+    link(&["add", &dummy, "type", "veth", "peer", "name", &peer]);
+    let out = host.patronusc(&["status", "-i", &dummy]);
+    assert_eq!(out.code, Some(1), "{}", out.text());
+    assert!(out.stdout.contains("NOT filtered"), "{}", out.text());
+    let out = host.patronusc(&["unload", "-i", &dummy]);
+    assert_eq!(out.code, Some(0), "{}", out.text());
+}
