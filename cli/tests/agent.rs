@@ -145,11 +145,7 @@ fn the_daemonset_agent_applies_reapplies_keeps_the_last_good_policy_and_takes_ta
             "/run/patronus",
             &host(&root, "/run/patronus").display().to_string(),
         );
-    let config = format!(
-        "{config}pin-root {}\nstate-root {}\n",
-        setup.pin_root.display(),
-        host(&root, "/run/patronus").display()
-    );
+    let config = format!("{config}pin-root {}\n", setup.pin_root.display());
     std::fs::write(&config_path, &config).expect("writing the agent configuration");
     let control = host(&root, "/run/patronus/agent.sock");
 

@@ -41,6 +41,7 @@ const MODES: [&str; 3] = ["auto", "native", "generic"];
 pub fn parse(name: &str, text: &str) -> Result<Config, String> {
     let base = Path::new(name).parent().unwrap_or(Path::new("."));
     let path = |word: &str| base.join(word);
+    let mut seen: Vec<&str> = Vec::new();
     let mut config = Config {
         targets: Vec::new(),
         policy_dirs: Vec::new(),
@@ -56,11 +57,12 @@ pub fn parse(name: &str, text: &str) -> Result<Config, String> {
         }
         let at = |message: String| format!("{name}:{}: {message}", index + 1);
         let words: Vec<&str> = line.split_whitespace().collect();
+        let directive = words[0];
         let one = |what: &str| match words.as_slice() {
             [_, value] => Ok(*value),
-            _ => Err(at(format!("`{}` takes one {what}", words[0]))),
+            _ => Err(at(format!("`{directive}` takes one {what}"))),
         };
-        match words[0] {
+        match directive {
             "interface" => {
                 let (iface, policy, mode) = match words.as_slice() {
                     [_, iface, policy] => (*iface, *policy, None),
@@ -89,6 +91,9 @@ pub fn parse(name: &str, text: &str) -> Result<Config, String> {
                 });
             }
             "policy-dir" => config.policy_dirs.push(path(one("directory")?)),
+            "listen" | "control" | "pin-root" | "state-root" if seen.contains(&directive) => {
+                return Err(at(format!("`{directive}` is given twice")));
+            }
             "listen" => {
                 let value = one("address (e.g. 127.0.0.1:9560)")?;
                 let addr = value
@@ -106,6 +111,7 @@ pub fn parse(name: &str, text: &str) -> Result<Config, String> {
                 )));
             }
         }
+        seen.push(directive);
     }
     if config.targets.is_empty() && config.policy_dirs.is_empty() {
         return Err(format!(
@@ -156,6 +162,10 @@ mod tests {
             (
                 "listen 127.0.0.1:1\n",
                 "a.conf: no `interface` or `policy-dir` line",
+            ),
+            (
+                "policy-dir p\nstate-root a\nstate-root b\n",
+                "a.conf:3: `state-root` is given twice",
             ),
             (
                 "interface a x.pf\ninterface a y.pf\n",
