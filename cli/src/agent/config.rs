@@ -81,6 +81,8 @@ pub fn parse(name: &str, text: &str) -> Result<Config, String> {
                         ));
                     }
                 };
+                // The name becomes a path component of the pin and state roots.
+                patronus_runtime::host::IfaceName::new(iface).map_err(|e| at(e.to_string()))?;
                 if config.targets.iter().any(|t| t.iface == iface) {
                     return Err(at(format!("interface `{iface}` is configured twice")));
                 }
@@ -159,6 +161,7 @@ mod tests {
                 "a.conf:1: `nowhere` is not an address:port",
             ),
             ("frobnicate 1\n", "a.conf:1: unknown directive `frobnicate`"),
+            ("interface .. p.pf\n", "a.conf:1: "),
             (
                 "listen 127.0.0.1:1\n",
                 "a.conf: no `interface` or `policy-dir` line",

@@ -284,7 +284,9 @@ impl Agent {
                     let iface = path.file_stem()?.to_str()?.to_owned();
                     // ConfigMap volumes keep their data in `..data/`.
                     let hidden = iface.starts_with('.');
-                    (path.extension()? == "pf" && !hidden && path.is_file()).then_some(Target {
+                    let valid = patronus_runtime::host::IfaceName::new(&iface).is_ok();
+                    let usable = valid && !hidden && path.is_file();
+                    (path.extension()? == "pf" && usable).then_some(Target {
                         iface,
                         policy: path,
                         mode: None,
