@@ -23,6 +23,7 @@ pub enum Code {
     DuplicateField,
     BadOption,
     BadPacket,
+    ExpansionLimit,
     // Warnings
     HostBits,
     DuplicateRule,
@@ -59,6 +60,7 @@ impl Code {
         Code::DuplicateField,
         Code::BadOption,
         Code::BadPacket,
+        Code::ExpansionLimit,
         Code::HostBits,
         Code::DuplicateRule,
         Code::ShadowedRule,
@@ -168,6 +170,13 @@ impl Code {
                 Error,
                 "a test packet that cannot be built",
                 include_str!("../explain/P0014.md"),
+            ),
+            Code::ExpansionLimit => (
+                "P0015",
+                "expansion-limit",
+                Error,
+                "consts nested too deeply or expanding to too many elements",
+                include_str!("../explain/P0015.md"),
             ),
             Code::HostBits => (
                 "P0101",

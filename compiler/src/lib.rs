@@ -11,6 +11,7 @@ pub mod diag;
 pub mod frame;
 pub mod interp;
 pub mod ir;
+pub mod limits;
 pub mod lints;
 pub mod net;
 pub mod packet;

@@ -6,6 +6,7 @@
 //! so that one run reports as much as it can, but a policy with any error
 //! yields no typed policy.
 
+mod consts;
 mod names;
 mod options;
 mod packets;
@@ -43,6 +44,12 @@ pub(crate) struct Checker<'a> {
     /// Whether the file had syntax errors: a name used but not defined may
     /// then be defined by a statement that did not parse.
     pub syntax_errors: bool,
+    /// What [`Checker::analyse_consts`] found about each const.
+    pub const_facts: HashMap<&'a str, consts::ConstFacts>,
+    /// Elements all values so far took from consts.
+    pub expanded_total: u64,
+    /// Set once [`crate::limits::MAX_EXPANDED_TOTAL`] was passed (and said).
+    pub expansion_exhausted: bool,
 }
 
 impl<'a> Checker<'a> {
@@ -56,6 +63,9 @@ impl<'a> Checker<'a> {
             table_defs: Vec::new(),
             kind_reported: HashSet::new(),
             syntax_errors: false,
+            const_facts: HashMap::new(),
+            expanded_total: 0,
+            expansion_exhausted: false,
         }
     }
 
@@ -122,6 +132,7 @@ pub(crate) fn check(files: &mut Files, file: FileId, loader: &dyn TableLoader) -
     checker.syntax_errors = !parse_errors.is_empty();
 
     checker.collect_names(&ast);
+    checker.analyse_consts(&ast);
     checker.check_const_definitions(&ast);
     let tables = checker.load_tables(files, &policy_name, loader);
     let options = checker.check_options(&ast);

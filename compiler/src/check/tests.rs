@@ -476,3 +476,114 @@ fn protocol_named_timeouts() {
     assert_eq!(p.options.timeouts.icmp, 10 * NS_PER_SEC);
     assert_eq!(p.options.timeouts.udp_stream, 120 * NS_PER_SEC);
 }
+
+/// `const c0 = $c1`, ..., `const cN = 192.0.2.1`, used by one rule.
+fn const_chain(n: usize) -> String {
+    let mut s = String::new();
+    for i in 0..n {
+        s.push_str(&format!("const c{i} = $c{}\n", i + 1));
+    }
+    s.push_str(&format!("const c{n} = 192.0.2.1\nallow from $c0\n"));
+    s
+}
+
+/// `const c{i} = { $c{i+1}, $c{i+1} }`: `c0` holds 2^n elements.
+fn doubling_consts(n: usize) -> String {
+    let mut s = String::new();
+    for i in 0..n {
+        s.push_str(&format!("const c{i} = {{ $c{}, $c{} }}\n", i + 1, i + 1));
+    }
+    s.push_str(&format!("const c{n} = 192.0.2.1\nallow from $c0\n"));
+    s
+}
+
+#[test]
+fn const_chains_up_to_the_depth_limit_resolve() {
+    use crate::limits::MAX_CONST_DEPTH;
+    // A chain of MAX_CONST_DEPTH consts (the last one holds the address).
+    let r = rule(&const_chain(MAX_CONST_DEPTH - 1));
+    assert_eq!(r.matcher.src.unwrap().set.prefixes.len(), 1);
+    let source = const_chain(MAX_CONST_DEPTH);
+    let found = errors(&source);
+    assert_eq!(
+        found.len(),
+        1,
+        "one report, where the limit is crossed: {found:?}"
+    );
+    assert_eq!(found[0].code, Code::ExpansionLimit);
+    assert_eq!(text_at(&source, &found[0]), "c0");
+}
+
+#[test]
+fn a_long_const_chain_is_one_error_in_linear_time() {
+    // 100,000 links overflowed the stack (10,000 did) and 3,000 took 12 s.
+    let n = 100_000;
+    let source = const_chain(n);
+    let started = std::time::Instant::now();
+    let found = errors(&source);
+    let elapsed = started.elapsed();
+    assert_eq!(found.len(), 1, "{:?}", &found[..found.len().min(3)]);
+    assert_eq!(found[0].code, Code::ExpansionLimit);
+    let crossing = n - crate::limits::MAX_CONST_DEPTH;
+    assert_eq!(text_at(&source, &found[0]), format!("c{crossing}"));
+    assert!(found[0].message.contains("more than the limit of 64"));
+    // Debug build on a busy 2-core machine; release takes ~0.1 s.
+    assert!(elapsed.as_secs() < 10, "took {elapsed:?}");
+}
+
+#[test]
+fn doubling_consts_stop_at_the_const_past_the_size_limit() {
+    // 30 levels asked for 2^30 elements (6 GiB): the const that holds more
+    // than 2^20 is c9 (2^21), its parts are within the limit.
+    let source = doubling_consts(30);
+    let started = std::time::Instant::now();
+    let found = errors(&source);
+    assert!(
+        started.elapsed().as_secs() < 5,
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].code, Code::ExpansionLimit);
+    assert_eq!(text_at(&source, &found[0]), "c9");
+    assert!(found[0].message.contains("more than 1048576 elements"));
+    // Within the limit it works (duplicates collapse in the typed set).
+    let r = rule(&doubling_consts(12));
+    assert_eq!(r.matcher.src.unwrap().set.prefixes.len(), 1);
+}
+
+#[test]
+fn a_value_using_a_large_const_twice_is_over_the_limit() {
+    // c0 holds 2^19 elements: fine alone, not three times in one value.
+    let mut source = doubling_consts(19).replace("allow from $c0\n", "");
+    source.push_str("allow from { $c0, $c0, $c0 }\n");
+    let found = errors(&source);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].code, Code::ExpansionLimit);
+    assert!(
+        found[0]
+            .message
+            .starts_with("this value expands to more than")
+    );
+    let third = source.rfind("$c0").unwrap();
+    assert_eq!(found[0].primary.span.start, third);
+}
+
+#[test]
+fn consts_in_cycles_are_reported_without_expanding_them() {
+    let source = "const a = { $b, 192.0.2.1 }\nconst b = { $c }\nconst c = $a\nconst d = $d\nallow from $a\nallow from $d";
+    let found = errors(source);
+    assert!(
+        found.iter().all(|d| d.code == Code::UnknownConst),
+        "{found:?}"
+    );
+    let at: Vec<String> = found.iter().map(|d| text_at(source, d)).collect();
+    assert_eq!(at, ["$a", "$d"]);
+    // A const negated as a whole, used in another const's set.
+    let source = "const notlan = !10.0.0.0/8\nconst x = { $notlan, 192.0.2.1 }";
+    let d = &errors(source)[0];
+    assert_eq!(
+        (d.code, text_at(source, d).as_str()),
+        (Code::WrongKind, "$notlan")
+    );
+}
