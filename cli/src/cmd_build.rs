@@ -17,7 +17,8 @@ use patronus_compiler::diag::Files;
 use patronus_compiler::ir;
 
 use crate::common::{
-    CliError, ColorArgs, FsTableLoader, Status, print_human_diagnostics, read_policy, write_stdout,
+    CliError, ColorArgs, Status, TableAccessArgs, print_human_diagnostics, read_policy,
+    write_stdout,
 };
 
 #[derive(Debug, Args)]
@@ -34,6 +35,8 @@ pub struct BuildArgs {
     pub output: Option<PathBuf>,
     #[command(flatten)]
     pub color: ColorArgs,
+    #[command(flatten)]
+    pub tables: TableAccessArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -62,9 +65,10 @@ pub fn run(args: &BuildArgs) -> Result<Status, CliError> {
             "nothing to do: give `-o FILE` to write the object, or `--emit ir|maps|asm`",
         ));
     }
+    let loader = args.tables.loader()?;
     let mut files = Files::new();
     let file = read_policy(&mut files, &args.policy)?;
-    let checked = patronus_compiler::check(&mut files, file, &FsTableLoader);
+    let checked = patronus_compiler::check(&mut files, file, &loader);
     // Warnings are shown but do not stop the build; errors do.
     print_human_diagnostics(&files, &checked.diagnostics, args.color.color);
     let policy = match checked.policy {

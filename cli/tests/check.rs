@@ -329,7 +329,7 @@ fn directory_policy_is_an_io_error() {
     assert_eq!(run.code, 2);
     assert_eq!(
         run.stderr,
-        "patronusc: error: cannot read `policy.pf`: is a directory, not a file\n"
+        "patronusc: error: cannot read `policy.pf`: is a directory, not a regular file; a policy file must be a regular file\n"
     );
 }
 

@@ -60,7 +60,6 @@ impl Code {
         Code::DuplicateField,
         Code::BadOption,
         Code::BadPacket,
-        Code::ExpansionLimit,
         Code::HostBits,
         Code::DuplicateRule,
         Code::ShadowedRule,
@@ -68,6 +67,8 @@ impl Code {
         Code::UnusedTable,
         Code::NdpDropped,
         Code::UnreachableLimit,
+        // Appended, not in code order: SARIF's ruleIndex of the others stays.
+        Code::ExpansionLimit,
     ];
 
     pub fn info(self) -> CodeInfo {

@@ -50,6 +50,8 @@ pub(crate) struct Checker<'a> {
     pub expanded_total: u64,
     /// Set once [`crate::limits::MAX_EXPANDED_TOTAL`] was passed (and said).
     pub expansion_exhausted: bool,
+    /// Bytes of table files read so far.
+    pub table_bytes: u64,
 }
 
 impl<'a> Checker<'a> {
@@ -66,6 +68,7 @@ impl<'a> Checker<'a> {
             const_facts: HashMap::new(),
             expanded_total: 0,
             expansion_exhausted: false,
+            table_bytes: 0,
         }
     }
 

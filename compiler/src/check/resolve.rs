@@ -10,6 +10,7 @@ use patronus_grammar::ast::{self, Expr, ExprKind, Span};
 use super::Checker;
 use super::names;
 use crate::codes::Code;
+use crate::limits::quote;
 use crate::typed::TableId;
 
 /// A `$const` written in a value, with the definition it resolved to.
@@ -427,9 +428,10 @@ impl<'a> Checker<'a> {
         if self.defined_in_broken_statement("const", name) {
             return;
         }
+        let shown = quote(name);
         let mut d = self.error(
             Code::UnknownConst,
-            format!("cannot find const `${name}`"),
+            format!("cannot find const `${shown}`"),
             span,
             "not defined",
         );
@@ -439,7 +441,7 @@ impl<'a> Checker<'a> {
             Some((s, def)) => d
                 .with_secondary(self.label(def.name.span, format!("`${s}` is defined here")))
                 .with_help(format!("did you mean `${s}`?")),
-            None => d.with_help(format!("define it: `const {name} = ...`")),
+            None => d.with_help(format!("define it: `const {shown} = ...`")),
         };
         self.emit(d);
     }
@@ -448,9 +450,10 @@ impl<'a> Checker<'a> {
         if self.defined_in_broken_statement("table", name) {
             return;
         }
+        let shown = quote(name);
         let mut d = self.error(
             Code::UnknownTable,
-            format!("cannot find table `@{name}`"),
+            format!("cannot find table `@{shown}`"),
             span,
             "not defined",
         );
@@ -463,7 +466,7 @@ impl<'a> Checker<'a> {
                 .with_secondary(self.label(at, format!("`@{s}` is defined here")))
                 .with_help(format!("did you mean `@{s}`?")),
             None => d.with_help(format!(
-                "define it: `table {name} {{ ... }}` or `table {name} file \"PATH\"`"
+                "define it: `table {shown} {{ ... }}` or `table {shown} file \"PATH\"`"
             )),
         };
         self.emit(d);

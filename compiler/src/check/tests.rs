@@ -587,3 +587,37 @@ fn consts_in_cycles_are_reported_without_expanding_them() {
         (Code::WrongKind, "$notlan")
     );
 }
+
+#[test]
+fn a_huge_identifier_is_quoted_bounded_in_every_format() {
+    // A 10 MB name was echoed three times (message, source line, help).
+    let name = "a".repeat(10_000_000);
+    let source = format!("allow from ${name}\ndeny from @{name}\n");
+    let (files, _, diagnostics) = run_with(&source, &[]);
+    assert_eq!(diagnostics.len(), 2, "{diagnostics:?}");
+    let tool = crate::render::ToolInfo {
+        name: "patronusc".into(),
+        version: "0".into(),
+    };
+    let outputs = [
+        ("human", crate::render::human(&files, &diagnostics, false)),
+        ("json", crate::render::json_lines(&files, &diagnostics)),
+        ("github", crate::render::github(&files, &diagnostics)),
+        (
+            "sarif",
+            crate::render::sarif(&[(&files, diagnostics.as_slice())], &tool),
+        ),
+    ];
+    for (format, text) in outputs {
+        let longest_run = text
+            .split(|c: char| c != 'a')
+            .map(str::len)
+            .max()
+            .unwrap_or(0);
+        assert!(longest_run <= 200, "{format}: a run of {longest_run} `a`s");
+        // SARIF also carries every code's explanation page.
+        let budget = if format == "sarif" { 200_000 } else { 4_000 };
+        assert!(text.len() < budget, "{format}: {} bytes", text.len());
+        assert!(text.contains('…'), "{format}: not marked as cut");
+    }
+}
