@@ -24,6 +24,7 @@ pub enum Code {
     BadOption,
     BadPacket,
     ExpansionLimit,
+    KernelLimit,
     // Warnings
     HostBits,
     DuplicateRule,
@@ -69,6 +70,7 @@ impl Code {
         Code::UnreachableLimit,
         // Appended, not in code order: SARIF's ruleIndex of the others stays.
         Code::ExpansionLimit,
+        Code::KernelLimit,
     ];
 
     pub fn info(self) -> CodeInfo {
@@ -178,6 +180,13 @@ impl Code {
                 Error,
                 "consts nested too deeply or expanding to too many elements",
                 include_str!("../explain/P0015.md"),
+            ),
+            Code::KernelLimit => (
+                "P0016",
+                "kernel-limit",
+                Error,
+                "a policy too large for the kernel's verifier or to compile",
+                include_str!("../explain/P0016.md"),
             ),
             Code::HostBits => (
                 "P0101",

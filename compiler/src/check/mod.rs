@@ -6,6 +6,7 @@
 //! so that one run reports as much as it can, but a policy with any error
 //! yields no typed policy.
 
+mod budget;
 mod consts;
 mod names;
 mod options;
@@ -142,6 +143,10 @@ pub(crate) fn check(files: &mut Files, file: FileId, loader: &dyn TableLoader) -
     let interface = checker.check_interface(&ast);
     let rules = checker.check_rules(&ast);
     let tests = checker.check_tests(&ast);
+    if checker.error_count() == 0 {
+        // Only a policy that is otherwise sound is worth sizing.
+        checker.check_budget(&rules, &tables);
+    }
 
     let mut diagnostics = checker.diagnostics;
     let has_errors = diagnostics.iter().any(|d| d.severity == Severity::Error);

@@ -621,3 +621,69 @@ fn a_huge_identifier_is_quoted_bounded_in_every_format() {
         assert!(text.contains('…'), "{format}: not marked as cut");
     }
 }
+
+#[test]
+fn a_policy_past_the_verifier_budget_is_refused_naming_the_rule() {
+    use super::budget::{MAX_VERIFIED_INSNS, VERIFIED_PER_RULE};
+    let fits = (MAX_VERIFIED_INSNS / VERIFIED_PER_RULE) as usize;
+    // Rules sharing their values (few bitmaps): only the verifier
+    // estimate is over; no two rules are alike (no lint floods).
+    let rule_text = |i: usize| {
+        format!(
+            "allow tcp from 10.0.0.{} to port {}\n",
+            i / 1024,
+            1 + i % 1024
+        )
+    };
+    let source: String = (0..=fits).map(rule_text).collect();
+    let (_, policy, diagnostics) = run_with(&source, &[]);
+    assert!(policy.is_none());
+    assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+    let d = &diagnostics[0];
+    assert_eq!(d.code, Code::KernelLimit);
+    assert!(
+        d.message.contains("over the kernel's limit of 1000000"),
+        "{}",
+        d.message
+    );
+    // The first rule past the limit is the one underlined.
+    let line = source[..d.primary.span.start].matches('\n').count() + 1;
+    assert_eq!(line, fits + 1);
+    // One rule fewer fits.
+    let source: String = (0..fits).map(rule_text).collect();
+    let (_, policy, diagnostics) = run_with(&source, &[]);
+    assert!(policy.is_some(), "{diagnostics:?}");
+}
+
+#[test]
+fn a_policy_whose_bitmaps_would_not_fit_is_refused_before_lowering() {
+    // 40,000 rules of distinct addresses and ports: about 2 × 40,000 × 625
+    // words of bitmaps, past 512 MiB (100,000 such rules took 9.5 GB).
+    let source: String = (0..40_000u32)
+        .map(|i| {
+            format!(
+                "allow tcp from 10.{}.{}.{} to port {}\n",
+                i / 65536,
+                (i / 256) % 256,
+                i % 256,
+                1 + i % 60_000
+            )
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let (_, policy, diagnostics) = run_with(&source, &[]);
+    assert!(policy.is_none());
+    assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+    assert_eq!(diagnostics[0].code, Code::KernelLimit);
+    assert!(diagnostics[0].message.contains("512 MiB"));
+    let line = source[..diagnostics[0].primary.span.start]
+        .matches('\n')
+        .count()
+        + 1;
+    assert!((30_000..40_000).contains(&line), "blamed line {line}");
+    assert!(
+        started.elapsed().as_secs() < 20,
+        "took {:?}",
+        started.elapsed()
+    );
+}
