@@ -13,6 +13,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
+use patronus_codegen::CodegenError;
 use patronus_compiler::diag::Files;
 use patronus_compiler::ir;
 
@@ -76,17 +77,33 @@ pub fn run(args: &BuildArgs) -> Result<Status, CliError> {
         _ => return Ok(Status::Failure),
     };
     let program = ir::lower(&policy);
-    let compile = || {
-        patronus_codegen::compile(&program).map_err(|err| {
-            CliError::new(format!("cannot compile `{}`: {err}", args.policy.display()))
-        })
+    // A kernel limit is the policy's fault (exit 1, as `check`'s P0016);
+    // anything else is the compiler's (exit 2).
+    let compile = || match patronus_codegen::compile(&program) {
+        Ok(object) => Ok(Some(object)),
+        Err(err @ (CodegenError::Limit { .. } | CodegenError::Stack(_))) => {
+            eprintln!(
+                "error: `{}` exceeds a limit of the kernel: {err}",
+                args.policy.display()
+            );
+            Ok(None)
+        }
+        Err(err) => Err(CliError::new(format!(
+            "cannot compile `{}`: {err}",
+            args.policy.display()
+        ))),
     };
     let text = match args.emit {
         Some(Emit::Ir) => ir::text::ir(&program),
         Some(Emit::Maps) => ir::text::maps(&program),
-        Some(Emit::Asm) => compile()?.listing,
+        Some(Emit::Asm) => match compile()? {
+            Some(object) => object.listing,
+            None => return Ok(Status::Failure),
+        },
         None => {
-            let object = compile()?;
+            let Some(object) = compile()? else {
+                return Ok(Status::Failure);
+            };
             // `output` is set: checked above.
             let path = args.output.as_deref().unwrap_or(Path::new("policy.o"));
             write_file(path, &object.elf)?;

@@ -435,7 +435,10 @@ impl<'a> Checker<'a> {
             span,
             "not defined",
         );
-        let suggestion = names::suggest(name, self.consts.keys().copied())
+        let suggestion = self
+            .may_suggest(self.consts.len())
+            .then(|| names::suggest(name, self.consts.keys().copied()))
+            .flatten()
             .and_then(|s| self.consts.get(s).map(|def| (s, *def)));
         d = match suggestion {
             Some((s, def)) => d
@@ -457,10 +460,14 @@ impl<'a> Checker<'a> {
             span,
             "not defined",
         );
-        let suggestion = names::suggest(name, self.tables.keys().copied()).and_then(|s| {
-            let id = self.tables.get(s)?;
-            Some((s, self.table_defs[id.0 as usize].name.span))
-        });
+        let suggestion = self
+            .may_suggest(self.tables.len())
+            .then(|| names::suggest(name, self.tables.keys().copied()))
+            .flatten()
+            .and_then(|s| {
+                let id = self.tables.get(s)?;
+                Some((s, self.table_defs[id.0 as usize].name.span))
+            });
         d = match suggestion {
             Some((s, at)) => d
                 .with_secondary(self.label(at, format!("`@{s}` is defined here")))
