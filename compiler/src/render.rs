@@ -685,6 +685,40 @@ mod tests {
     }
 
     #[test]
+    fn long_lines_are_shown_around_their_labels() {
+        let long = format!(
+            "deny from {}$target{}\n",
+            "x".repeat(5_000),
+            "y".repeat(5_000)
+        );
+        let text = format!("allow tcp\n{long}allow\u{1b}udp\n");
+        let at = text.find("$target").unwrap();
+        let view = Shown::new(&text, &[at, at + 7]);
+        // Line numbers and short lines are kept; control characters are not.
+        assert_eq!(view.text.lines().count(), 3);
+        assert!(view.text.starts_with("allow tcp\ndeny from xxx"));
+        assert!(view.text.ends_with("\nallow?udp\n"));
+        let line = view.text.lines().nth(1).unwrap();
+        assert!(line.len() < 300, "{} bytes", line.len());
+        assert!(line.contains("x…x") && line.contains("$target") && line.ends_with('…'));
+        // Offsets map onto the same text, in order.
+        assert_eq!(&view.text[view.map(at)..view.map(at + 7)], "$target");
+        let next = text.rfind("allow").unwrap();
+        assert_eq!(&view.text[view.map(next)..view.map(next) + 5], "allow");
+        let mut last = 0;
+        for offset in (0..=text.len()).step_by(7) {
+            let mapped = view.map(offset);
+            assert!(mapped >= last && mapped <= view.text.len());
+            assert!(view.text.is_char_boundary(mapped));
+            last = mapped;
+        }
+        // Without long lines the text is the file's and offsets stay.
+        let short = Shown::new("a\tb\r\nc\n", &[1]);
+        assert_eq!(short.text, "a\tb\r\nc\n");
+        assert_eq!(short.map(3), 3);
+    }
+
+    #[test]
     fn first_paragraph_skips_the_heading() {
         assert_eq!(first_paragraph("# P1 x\n\nOne\ntwo.\n\nMore."), "One two.");
     }
