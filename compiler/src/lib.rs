@@ -7,6 +7,8 @@
 
 mod check;
 pub mod codes;
+#[cfg(feature = "corpus")]
+pub mod corpus;
 pub mod diag;
 pub mod frame;
 pub mod interp;
