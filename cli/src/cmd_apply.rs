@@ -25,13 +25,19 @@
 //!   rate-limit state and counters are untouched. A map whose pinned
 //!   shape differs falls back to a full replace; a failed in-place write
 //!   restores the old entries and fails the apply.
-//! - `status` reads the pins and the metadata (`stats`: `cmd_stats`).
-//! - `unload -i IFACE` detaches and removes the pins.
+//! - `status` reads the pins and the metadata and compares them with the
+//!   kernel: the pinned link's interface and program against the
+//!   interface of that name now and the recorded program (`stats`:
+//!   `cmd_stats`).
+//! - `unload -i IFACE` detaches and removes the pins, then the state.
+//!
+//! Which directories and files belong to an interface, and how they are
+//! created, written and removed safely, is `patronus_runtime::host`'s: the
+//! CLI names state files ([`StateFile`]) and never builds their paths.
 //! - `load POLICY --pin-dir DIR` loads and pins without attaching (for
 //!   benchmark harnesses), optionally recording `--out` flows in conntrack.
 
 use std::fmt::Write as _;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -42,18 +48,19 @@ use patronus_compiler::ir;
 use patronus_compiler::semantics::Counter;
 use patronus_compiler::typed::Policy;
 use patronus_compiler::{LoadedFile, TableLoader};
+use patronus_runtime::host::{self, IfaceName, StateDir, StateFile, StateLock};
 use patronus_runtime::install::{self, Pins, XdpMode};
 use patronus_runtime::{ProgramKind, RuntimeError};
 use serde::{Deserialize, Serialize};
 
 use crate::cmd_test::phase_name;
-use crate::common::{
-    CliError, ColorArgs, FsTableLoader, Status, print_human_diagnostics, write_stdout,
-};
+use crate::common::{CliError, ColorArgs, Status, print_human_diagnostics, write_stdout};
 
 /// Where metadata and lock files live by default.
-pub const DEFAULT_STATE_ROOT: &str = "/run/patronus";
+pub const DEFAULT_STATE_ROOT: &str = host::paths::DEFAULT_STATE_ROOT;
 
+/// `--pin-root` and `--state-root`: the command-line face of
+/// [`host::Roots`], which owns every path below them.
 #[derive(Debug, Clone, Args)]
 pub struct Roots {
     /// The bpffs directory holding one pin directory per interface.
@@ -65,27 +72,28 @@ pub struct Roots {
 }
 
 impl Roots {
-    pub fn pins(&self, iface: &str) -> Pins {
-        Pins::new(self.pin_root.join(iface))
+    pub fn host(&self) -> host::Roots {
+        host::Roots::new(&self.pin_root, &self.state_root)
     }
 
-    pub fn meta_path(&self, iface: &str) -> PathBuf {
-        self.state_root.join(iface).join("meta.json")
+    /// `PIN_ROOT/IFACE` as paths (no file-system access).
+    pub fn pins(&self, iface: &IfaceName) -> Pins {
+        self.host().pins(iface)
+    }
+
+    /// `STATE_ROOT/IFACE`, created when absent, verified.
+    pub fn state(&self, iface: &IfaceName) -> Result<StateDir, CliError> {
+        Ok(self.host().state(iface)?)
+    }
+
+    /// `STATE_ROOT/IFACE` if it exists, verified.
+    pub fn existing_state(&self, iface: &IfaceName) -> Result<Option<StateDir>, CliError> {
+        Ok(self.host().existing_state(iface)?)
     }
 
     /// Interfaces with a policy installed under the pin root.
-    pub fn interfaces(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(&self.pin_root)
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .filter(|e| Pins::new(e.path()).installed())
-                    .filter_map(|e| e.file_name().into_string().ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        names.sort();
-        names
+    pub fn interfaces(&self) -> Result<Vec<IfaceName>, CliError> {
+        Ok(self.host().interfaces()?)
     }
 }
 
@@ -106,7 +114,7 @@ pub struct ApplyArgs {
     pub policy: PathBuf,
     /// The interface (default: the policy's `interface` declaration).
     #[arg(short = 'i', long = "interface", value_name = "IFACE")]
-    pub iface: Option<String>,
+    pub iface: Option<IfaceName>,
     /// How to attach the XDP program.
     #[arg(long, value_enum, default_value = "auto")]
     pub mode: Mode,
@@ -114,6 +122,11 @@ pub struct ApplyArgs {
     /// IFACE` comes within DURATION (`90s`, `5m`, `500ms`).
     #[arg(long, value_name = "DURATION", value_parser = crate::cmd_confirm::parse_duration)]
     pub confirm: Option<Duration>,
+    /// Apply to a loopback interface anyway (refused by default: local
+    /// traffic there has source = destination, which the policy drops as
+    /// `land`).
+    #[arg(long)]
+    pub force: bool,
     /// Tests: do not spawn the rollback watcher (they run it in-process).
     #[arg(long, hide = true)]
     pub no_watcher: bool,
@@ -121,13 +134,15 @@ pub struct ApplyArgs {
     pub roots: Roots,
     #[command(flatten)]
     pub color: ColorArgs,
+    #[command(flatten)]
+    pub tables: crate::common::TableAccessArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Only this interface (default: every interface with a policy).
     #[arg(short = 'i', long = "interface", value_name = "IFACE")]
-    pub iface: Option<String>,
+    pub iface: Option<IfaceName>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -138,7 +153,7 @@ pub struct StatusArgs {
 #[derive(Debug, Args)]
 pub struct UnloadArgs {
     #[arg(short = 'i', long = "interface", value_name = "IFACE")]
-    pub iface: String,
+    pub iface: IfaceName,
     #[command(flatten)]
     pub roots: Roots,
 }
@@ -158,6 +173,8 @@ pub struct LoadArgs {
     pub out: Vec<String>,
     #[command(flatten)]
     pub color: ColorArgs,
+    #[command(flatten)]
+    pub tables: crate::common::TableAccessArgs,
 }
 
 /// One stats counter as recorded at apply time.
@@ -284,15 +301,19 @@ pub struct Snapshot {
     pub tables: Vec<(String, String, String, String)>,
 }
 
-/// Reads tables from disk ([`FsTableLoader`]) and remembers them.
-#[derive(Default)]
+/// Reads tables from disk ([`crate::common::TableFiles`]) and remembers them.
 struct RecordingLoader {
+    files: crate::common::TableFiles,
     read: std::cell::RefCell<Vec<(String, String, String, String)>>,
 }
 
 impl TableLoader for RecordingLoader {
+    fn may_quote(&self, policy_name: &str, file: &LoadedFile) -> bool {
+        self.files.may_quote(policy_name, file)
+    }
+
     fn load(&self, policy_name: &str, path: &str) -> Result<LoadedFile, String> {
-        let file = FsTableLoader.load(policy_name, path)?;
+        let file = self.files.load(policy_name, path)?;
         self.read.borrow_mut().push((
             policy_name.to_owned(),
             path.to_owned(),
@@ -322,9 +343,16 @@ impl TableLoader for SnapshotLoader<'_> {
 
 /// check → lower → compile the policy file at `path`; `Ok(None)` when the
 /// policy has errors (they are printed).
-pub(crate) fn compile(path: &Path, color: &ColorArgs) -> Result<Option<Compiled>, CliError> {
+pub(crate) fn compile(
+    path: &Path,
+    color: &ColorArgs,
+    tables: &crate::common::TableAccessArgs,
+) -> Result<Option<Compiled>, CliError> {
     let text = crate::common::read_text(path).map_err(CliError::new)?;
-    let loader = RecordingLoader::default();
+    let loader = RecordingLoader {
+        files: tables.loader()?,
+        read: Default::default(),
+    };
     let name = path.display().to_string();
     let Some(mut compiled) = compile_text(&name, &text, &loader, color)? else {
         return Ok(None);
@@ -447,62 +475,37 @@ fn compile_text_edited(
     }))
 }
 
-/// An exclusive `flock` on the interface's lock file, released on drop.
+/// An interface's state directory with its lock held (`STATE_ROOT/IFACE/lock`,
+/// see [`host::StateDir::lock`]), released on drop.
 pub(crate) struct ApplyLock {
-    _held: File,
+    pub(crate) state: StateDir,
+    _held: StateLock,
 }
 
 impl ApplyLock {
-    pub(crate) fn take(dir: &Path) -> Result<ApplyLock, CliError> {
-        use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| CliError::new(format!("cannot create `{}`: {e}", dir.display())))?;
-        let path = dir.join("lock");
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| CliError::new(format!("cannot open `{}`: {e}", path.display())))?;
-        // Blocks until the other apply on this interface is done.
-        file.lock()
-            .map_err(|e| CliError::new(format!("cannot lock `{}`: {e}", path.display())))?;
-        Ok(ApplyLock { _held: file })
+    /// Blocks until the other command changing `iface` is done.
+    pub(crate) fn take(roots: &Roots, iface: &IfaceName) -> Result<ApplyLock, CliError> {
+        let state = roots.state(iface)?;
+        let held = state.lock()?;
+        Ok(ApplyLock { state, _held: held })
     }
 }
 
-pub fn read_meta(path: &Path) -> Option<Meta> {
-    let text = std::fs::read_to_string(path).ok()?;
-    serde_json::from_str(&text).ok()
+/// The metadata `apply` recorded for `iface`; `None` when there is none
+/// (or it is damaged). Permission and trust problems are errors.
+pub fn read_meta(roots: &Roots, iface: &IfaceName) -> Result<Option<Meta>, CliError> {
+    let Some(state) = roots.existing_state(iface)? else {
+        return Ok(None);
+    };
+    Ok(state
+        .read(&StateFile::Meta)?
+        .and_then(|text| serde_json::from_str(&text).ok()))
 }
 
-pub(crate) fn write_meta(path: &Path, meta: &Meta) -> Result<(), CliError> {
+pub(crate) fn write_meta(state: &StateDir, meta: &Meta) -> Result<(), CliError> {
     let text = serde_json::to_string_pretty(meta)
         .map_err(|e| CliError::new(format!("cannot encode metadata: {e}")))?;
-    write_private(path, &text)
-}
-
-/// Writes a state file readable by its owner only (mode 0600), through a
-/// temporary file and a rename: a reader never sees half a file.
-pub(crate) fn write_private(path: &Path, text: &str) -> Result<(), CliError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .and_then(|mut file| file.write_all(text.as_bytes()))
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| CliError::new(format!("cannot write `{}`: {e}", path.display())))
+    Ok(state.write(&StateFile::Meta, text.as_bytes())?)
 }
 
 fn ms(d: Duration) -> String {
@@ -547,27 +550,44 @@ pub(crate) fn require_privileges() -> Result<(), CliError> {
     }
 }
 
+/// Readers (`status`, `stats`, `log`): the pins and the state are root's
+/// alone, so without privileges "nothing applied" would be a lie.
+pub(crate) fn require_root_to_read() -> Result<(), CliError> {
+    match install::missing_privileges() {
+        Some(_) => Err(CliError::new(
+            "permission denied: run as root (the pins and the state of applied policies are \
+             readable by root only)",
+        )),
+        None => Ok(()),
+    }
+}
+
 pub fn run_apply(args: &ApplyArgs) -> Result<Status, CliError> {
     let started = Instant::now();
-    let Some(compiled) = compile(&args.policy, &args.color)? else {
+    let Some(compiled) = compile(&args.policy, &args.color, &args.tables)? else {
         eprintln!("patronusc: the policy has errors; nothing was changed");
         return Ok(Status::Failure);
     };
     let compile_time = started.elapsed();
     let iface = match (&args.iface, &compiled.policy.interface) {
         (Some(iface), _) => iface.clone(),
-        (None, Some((iface, _))) => iface.clone(),
+        (None, Some((iface, _))) => IfaceName::new(iface)
+            .map_err(|e| CliError::new(format!("the policy's `interface`: {e}")))?,
         (None, None) => {
             return Err(CliError::new(
                 "no interface: give `-i IFACE` or declare `interface` in the policy",
             ));
         }
     };
-    if iface.is_empty() || iface.contains('/') || iface.starts_with('.') {
-        return Err(CliError::new(format!("`{iface}` is not an interface name")));
-    }
     require_privileges()?;
-    let ifindex = install::ifindex(&iface).map_err(runtime_err(&iface))?;
+    let ifindex = install::ifindex(iface.as_str()).map_err(runtime_err(iface.as_str()))?;
+    if !args.force && host::netdev::is_loopback(&iface).unwrap_or(false) {
+        return Err(CliError::new(format!(
+            "{iface} is a loopback interface: the host's own traffic there has the same source \
+             and destination address, which every policy drops as invalid (`land`), so local \
+             services would stop working; give --force to apply it anyway"
+        )));
+    }
     if let Some(warning) = std::env::var("SSH_CONNECTION")
         .ok()
         .and_then(|session| crate::cmd_confirm::ssh_lockout(&compiled.policy, &session))
@@ -582,11 +602,12 @@ pub fn run_apply(args: &ApplyArgs) -> Result<Status, CliError> {
             ),
         }
     }
-    let _lock = ApplyLock::take(&args.roots.state_root.join(&iface))?;
-    let confirm = crate::cmd_confirm::before_apply(&args.roots, &iface, args.confirm)?;
+    let lock = ApplyLock::take(&args.roots, &iface)?;
+    let confirm = crate::cmd_confirm::before_apply(&args.roots, &lock, &iface, args.confirm)?;
     let source = std::fs::canonicalize(&args.policy).unwrap_or_else(|_| args.policy.clone());
     let report = apply_locked(
         &args.roots,
+        &lock,
         &iface,
         ifindex,
         &compiled,
@@ -601,6 +622,7 @@ pub fn run_apply(args: &ApplyArgs) -> Result<Status, CliError> {
     let mut report = report;
     crate::cmd_confirm::after_apply(
         &args.roots,
+        &lock,
         &iface,
         &compiled.snapshot,
         confirm,
@@ -626,7 +648,8 @@ pub(crate) struct Applying {
 /// its metadata, and returns the report.
 pub(crate) fn apply_locked(
     roots: &Roots,
-    iface: &str,
+    lock: &ApplyLock,
+    iface: &IfaceName,
     ifindex: u32,
     compiled: &Compiled,
     requested_mode: Mode,
@@ -634,6 +657,7 @@ pub(crate) fn apply_locked(
 ) -> Result<String, CliError> {
     apply_locked_with(
         roots,
+        lock,
         iface,
         ifindex,
         compiled,
@@ -692,19 +716,20 @@ fn same_object(
 
 /// [`apply_locked`]; `keep_journal`: the apply comes from `patronusc
 /// table` (the run-time table changes stay recorded), not from files.
+#[allow(clippy::too_many_arguments)] // the apply's inputs, no natural grouping yet
 pub(crate) fn apply_locked_with(
     roots: &Roots,
-    iface: &str,
+    lock: &ApplyLock,
+    iface: &IfaceName,
     ifindex: u32,
     compiled: &Compiled,
     requested_mode: Mode,
     applying: &Applying,
     keep_journal: bool,
 ) -> Result<String, CliError> {
-    let pins = roots.pins(iface);
+    let pins = roots.host().prepare_pins(iface)?;
     let object_hash = format!("{:016x}", fnv1a(&compiled.object.elf));
-    let meta_path = roots.meta_path(iface);
-    let previous = read_meta(&meta_path);
+    let previous = read_meta(roots, iface)?;
     if same_object(previous.as_ref(), compiled, &object_hash, &pins, ifindex) {
         let started = Instant::now();
         match install::update_in_place(&pins, &content_maps(compiled)) {
@@ -720,8 +745,8 @@ pub(crate) fn apply_locked_with(
                     counters: compiled.counters.clone(),
                     ..previous
                 };
-                write_meta(&meta_path, &meta)?;
-                crate::cmd_table::after_apply(roots, iface, compiled, &object_hash, keep_journal)?;
+                write_meta(&lock.state, &meta)?;
+                crate::cmd_table::after_apply(lock, compiled, &object_hash, keep_journal)?;
                 let mut report = String::new();
                 let _ = writeln!(
                     report,
@@ -779,7 +804,7 @@ pub(crate) fn apply_locked_with(
         (None, None) => "unknown".to_owned(),
     };
     let meta = Meta {
-        interface: iface.to_owned(),
+        interface: iface.to_string(),
         source: applying.source.clone(),
         policy_hash: format!("{:016x}", fnv1a(compiled.text.as_bytes())),
         mode: mode_name.clone(),
@@ -795,8 +820,8 @@ pub(crate) fn apply_locked_with(
             .program_fd(ProgramKind::Xdp)
             .and_then(|fd| patronus_runtime::sys::prog_id(fd).ok()),
     };
-    write_meta(&meta_path, &meta)?;
-    crate::cmd_table::after_apply(roots, iface, compiled, &object_hash, keep_journal)?;
+    write_meta(&lock.state, &meta)?;
+    crate::cmd_table::after_apply(lock, compiled, &object_hash, keep_journal)?;
 
     let mut report = String::new();
     let requested = match requested_mode {
@@ -890,7 +915,14 @@ pub(crate) fn apply_locked_with(
 #[derive(Debug, Serialize)]
 struct StatusEntry {
     interface: String,
+    /// Pins of a policy exist.
     installed: bool,
+    /// The kernel runs the recorded program on the interface of that name
+    /// now (see [`attachment_problem`]).
+    attached: bool,
+    /// Why a policy that is installed is not attached.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    problem: Option<String>,
     ifindex: Option<u32>,
     xdp_prog_id: Option<u32>,
     tc_prog_id: Option<u32>,
@@ -899,7 +931,50 @@ struct StatusEntry {
     policy: Option<Meta>,
 }
 
-fn status_of(roots: &Roots, iface: &str) -> StatusEntry {
+/// Why the policy pinned for `iface` does not filter it, comparing the
+/// kernel's view (the pinned XDP link's interface and program) with the
+/// interface of that name now and with what `apply` recorded; `None`
+/// when it does. A deleted interface severs the link (ifindex 0); one
+/// re-created under the same name has a new index the link is not on.
+/// `link`: the pinned XDP link's `(ifindex, program id)`.
+fn attachment_problem(
+    iface: &IfaceName,
+    link: (u32, u32),
+    current_ifindex: Option<u32>,
+    recorded_prog: Option<u32>,
+) -> Option<String> {
+    let (link_ifindex, link_prog) = link;
+    if link_ifindex == 0 {
+        return Some(match current_ifindex {
+            Some(now) => format!(
+                "the interface the policy was attached to was deleted; {iface} now (ifindex \
+                 {now}) is a new interface and is NOT filtered: run `patronusc apply` again"
+            ),
+            None => format!(
+                "the interface the policy was attached to was deleted: nothing is filtered; \
+                 `patronusc apply` it again once {iface} exists, or `patronusc unload -i {iface}`"
+            ),
+        });
+    }
+    if current_ifindex != Some(link_ifindex) {
+        return Some(format!(
+            "the policy is attached to ifindex {link_ifindex}, which is not {iface} (ifindex {}) \
+             in this network namespace: {iface} is NOT filtered here",
+            current_ifindex.map_or_else(|| "none".to_owned(), |i| i.to_string())
+        ));
+    }
+    match recorded_prog {
+        Some(recorded) if recorded != link_prog => Some(format!(
+            "the kernel runs XDP program {link_prog} on {iface}, not the program {recorded} that \
+             was recorded: the metadata does not describe what is running; apply the policy again"
+        )),
+        _ => None,
+    }
+}
+
+fn status_of(roots: &Roots, iface: &IfaceName) -> Result<StatusEntry, CliError> {
+    // Verifies the pin directories (and fails on permission) first.
+    let _ = roots.host().existing_pins(iface)?;
     let pins = roots.pins(iface);
     let xdp = install::pinned_link(&pins.xdp_link());
     let tc = install::pinned_link(&pins.tc_link());
@@ -908,28 +983,45 @@ fn status_of(roots: &Roots, iface: &str) -> StatusEntry {
         .filter_map(|name| install::open_map_readonly(&pins.map(name)).ok())
         .map(|fd| install::count_entries(std::os::fd::AsFd::as_fd(&fd)).unwrap_or(0))
         .reduce(|a, b| a + b);
-    StatusEntry {
-        interface: iface.to_owned(),
+    let policy = read_meta(roots, iface)?;
+    let problem = xdp.as_ref().and_then(|link| {
+        attachment_problem(
+            iface,
+            (link.ifindex, link.prog_id),
+            host::netdev::ifindex(iface),
+            policy.as_ref().and_then(|m| m.xdp_prog_id),
+        )
+    });
+    Ok(StatusEntry {
+        interface: iface.to_string(),
         installed: xdp.is_some(),
+        attached: xdp.is_some() && problem.is_none(),
+        problem,
         ifindex: xdp.map(|l| l.ifindex),
         xdp_prog_id: xdp.map(|l| l.prog_id),
         tc_prog_id: tc.map(|l| l.prog_id),
         conntrack_entries: conntrack,
-        policy: read_meta(&roots.meta_path(iface)),
-    }
+        policy,
+    })
 }
 
+/// `status`: exit 1 when a policy is installed but not attached.
 pub fn run_status(args: &StatusArgs) -> Result<Status, CliError> {
+    require_root_to_read()?;
     let names = match &args.iface {
         Some(iface) => vec![iface.clone()],
-        None => args.roots.interfaces(),
+        None => args.roots.interfaces()?,
     };
-    let entries: Vec<StatusEntry> = names.iter().map(|n| status_of(&args.roots, n)).collect();
+    let entries = names
+        .iter()
+        .map(|n| status_of(&args.roots, n))
+        .collect::<Result<Vec<StatusEntry>, CliError>>()?;
+    let broken = entries.iter().any(|e| e.problem.is_some());
     if args.json {
         let text = serde_json::to_string_pretty(&entries)
             .map_err(|e| CliError::new(format!("cannot encode JSON: {e}")))?;
         write_stdout(&format!("{text}\n"))?;
-        return Ok(Status::Success);
+        return Ok(Status::failure_if(broken));
     }
     let mut out = String::new();
     if entries.is_empty() {
@@ -940,17 +1032,21 @@ pub fn run_status(args: &StatusArgs) -> Result<Status, CliError> {
             let _ = writeln!(out, "{}: no policy applied", entry.interface);
             continue;
         }
-        let _ = writeln!(
-            out,
-            "{}: XDP program {} (ifindex {}){}",
-            entry.interface,
-            entry.xdp_prog_id.unwrap_or(0),
-            entry.ifindex.unwrap_or(0),
-            entry
-                .tc_prog_id
-                .map(|id| format!(", tcx egress program {id}"))
-                .unwrap_or_default()
-        );
+        if let Some(problem) = &entry.problem {
+            let _ = writeln!(out, "{}: NOT ATTACHED: {problem}", entry.interface);
+        } else {
+            let _ = writeln!(
+                out,
+                "{}: XDP program {} (ifindex {}){}",
+                entry.interface,
+                entry.xdp_prog_id.unwrap_or(0),
+                entry.ifindex.unwrap_or(0),
+                entry
+                    .tc_prog_id
+                    .map(|id| format!(", tcx egress program {id}"))
+                    .unwrap_or_default()
+            );
+        }
         if let Some(meta) = &entry.policy {
             let _ = writeln!(out, "  policy: {} (hash {})", meta.source, meta.policy_hash);
             let _ = writeln!(
@@ -971,24 +1067,26 @@ pub fn run_status(args: &StatusArgs) -> Result<Status, CliError> {
         }
     }
     write_stdout(&out)?;
-    Ok(Status::Success)
+    Ok(Status::failure_if(broken))
 }
 
 pub use crate::cmd_stats::run_stats;
 
 pub fn run_unload(args: &UnloadArgs) -> Result<Status, CliError> {
     require_privileges()?;
-    let _lock = ApplyLock::take(&args.roots.state_root.join(&args.iface))?;
-    let pins = args.roots.pins(&args.iface);
-    if !install::uninstall(&pins) {
-        eprintln!("patronusc: {}: no policy applied", args.iface);
+    let iface = &args.iface;
+    let lock = ApplyLock::take(&args.roots, iface)?;
+    // The kernel side first: state that describes a policy still attached
+    // must not go (a failure here keeps it and exits non-zero).
+    if !args.roots.host().remove_pins(iface)? {
+        eprintln!("patronusc: {iface}: no policy applied");
         return Ok(Status::Failure);
     }
-    let _ = std::fs::remove_file(args.roots.meta_path(&args.iface));
-    crate::cmd_table::forget(&args.roots, &args.iface);
+    lock.state.remove(&StateFile::Meta)?;
+    crate::cmd_table::forget(&lock.state)?;
     // A pending `--confirm` rollback would bring a policy back.
-    crate::cmd_confirm::forget(&args.roots, &args.iface);
-    write_stdout(&format!("unloaded the policy from {}\n", args.iface))?;
+    crate::cmd_confirm::forget(&lock.state)?;
+    write_stdout(&format!("unloaded the policy from {iface}\n"))?;
     Ok(Status::Success)
 }
 
@@ -1011,7 +1109,7 @@ fn out_frame(text: &str, index: usize, color: &ColorArgs) -> Result<Vec<u8>, Cli
 }
 
 pub fn run_load(args: &LoadArgs) -> Result<Status, CliError> {
-    let Some(compiled) = compile(&args.policy, &args.color)? else {
+    let Some(compiled) = compile(&args.policy, &args.color, &args.tables)? else {
         return Ok(Status::Failure);
     };
     require_privileges()?;
@@ -1026,6 +1124,7 @@ pub fn run_load(args: &LoadArgs) -> Result<Status, CliError> {
             "--out needs a policy with `conntrack = on` (nothing would record the flow)",
         ));
     }
+    host::paths::prepare_pin_dir(&args.pin_dir)?;
     let loaded = install::load_pinned(&compiled.object, &args.pin_dir)
         .map_err(runtime_err("cannot load the policy"))?;
     for frame in &frames {
@@ -1144,6 +1243,25 @@ mod tests {
             carried,
             vec![(1, vec![10, 1000]), (2, vec![5, 500]), (4, vec![15, 1500])]
         );
+    }
+
+    #[test]
+    fn status_compares_the_link_with_the_interface_and_the_record() {
+        let eth0 = IfaceName::new("eth0").unwrap();
+        assert_eq!(attachment_problem(&eth0, (7, 40), Some(7), Some(40)), None);
+        assert_eq!(attachment_problem(&eth0, (7, 40), Some(7), None), None);
+        // Deleted: the kernel severs the link (ifindex 0).
+        let gone = attachment_problem(&eth0, (0, 40), None, Some(40)).unwrap();
+        assert!(gone.contains("was deleted"), "{gone}");
+        // Deleted and re-created under the same name.
+        let again = attachment_problem(&eth0, (0, 40), Some(9), Some(40)).unwrap();
+        assert!(again.contains("NOT filtered"), "{again}");
+        // Another interface's index (another namespace, a rename).
+        let other = attachment_problem(&eth0, (7, 40), Some(8), Some(40)).unwrap();
+        assert!(other.contains("ifindex 7"), "{other}");
+        // Another program than the recorded one.
+        let stale = attachment_problem(&eth0, (7, 41), Some(7), Some(40)).unwrap();
+        assert!(stale.contains("program 41"), "{stale}");
     }
 
     #[test]

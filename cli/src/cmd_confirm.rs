@@ -15,25 +15,23 @@
 //! pending rollback: it says the operator is still there.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
-use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 use patronus_compiler::typed::Policy;
+use patronus_runtime::host::{IfaceName, StateDir, StateFile};
 use patronus_runtime::install;
 use serde::{Deserialize, Serialize};
 
 use crate::cmd_apply::{
     ApplyLock, Applying, Mode, Roots, Snapshot, apply_locked, compile_snapshot, runtime_err,
-    write_private,
 };
 use crate::common::{CliError, ColorArgs, Status, write_stdout};
 
 #[derive(Debug, Args)]
 pub struct ConfirmArgs {
     #[arg(short = 'i', long = "interface", value_name = "IFACE")]
-    pub iface: String,
+    pub iface: IfaceName,
     #[command(flatten)]
     pub roots: Roots,
 }
@@ -42,7 +40,7 @@ pub struct ConfirmArgs {
 #[derive(Debug, Args)]
 pub struct WatcherArgs {
     #[arg(short = 'i', long = "interface", value_name = "IFACE")]
-    pub iface: String,
+    pub iface: IfaceName,
     #[arg(long)]
     pub token: String,
     /// How long to wait before rolling back, in milliseconds.
@@ -92,41 +90,35 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-fn state_dir(roots: &Roots, iface: &str) -> PathBuf {
-    roots.state_root.join(iface)
+fn read_json<T: for<'de> Deserialize<'de>>(
+    state: &StateDir,
+    file: &StateFile,
+) -> Result<Option<T>, CliError> {
+    Ok(state
+        .read(file)?
+        .and_then(|text| serde_json::from_str(&text).ok()))
 }
 
-fn snapshot_path(roots: &Roots, iface: &str) -> PathBuf {
-    state_dir(roots, iface).join("snapshot.json")
+fn write_json<T: Serialize>(state: &StateDir, file: &StateFile, value: &T) -> Result<(), CliError> {
+    let text = serde_json::to_string(value).map_err(|e| {
+        CliError::new(format!(
+            "cannot encode `{}`: {e}",
+            state.file_path(file).display()
+        ))
+    })?;
+    Ok(state.write(file, text.as_bytes())?)
 }
 
-fn pending_path(roots: &Roots, iface: &str) -> PathBuf {
-    state_dir(roots, iface).join("pending.json")
-}
-
-fn marker_path(roots: &Roots, iface: &str, token: &str) -> PathBuf {
-    state_dir(roots, iface).join(format!("confirmed-{token}"))
-}
-
-fn read_json<T: for<'de> Deserialize<'de>>(path: &std::path::Path) -> Option<T> {
-    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
-}
-
-fn write_json<T: Serialize>(path: &std::path::Path, value: &T) -> Result<(), CliError> {
-    let text = serde_json::to_string(value)
-        .map_err(|e| CliError::new(format!("cannot encode `{}`: {e}", path.display())))?;
-    write_private(path, &text)
-}
-
-/// The pending apply on `iface`, if any.
-pub fn pending(roots: &Roots, iface: &str) -> Option<Pending> {
-    read_json(&pending_path(roots, iface))
+/// The pending apply recorded in `state`, if any.
+pub fn pending(state: &StateDir) -> Result<Option<Pending>, CliError> {
+    read_json(state, &StateFile::Pending)
 }
 
 /// After `unload`: no saved sources, no pending rollback.
-pub(crate) fn forget(roots: &Roots, iface: &str) {
-    let _ = std::fs::remove_file(pending_path(roots, iface));
-    let _ = std::fs::remove_file(snapshot_path(roots, iface));
+pub(crate) fn forget(state: &StateDir) -> Result<(), CliError> {
+    state.remove(&StateFile::Pending)?;
+    state.remove(&StateFile::Snapshot)?;
+    Ok(())
 }
 
 /// What an apply with `--confirm` will record once it succeeds.
@@ -139,17 +131,18 @@ pub struct ConfirmPlan {
 /// `--confirm`, decides what a rollback goes back to.
 pub(crate) fn before_apply(
     roots: &Roots,
-    iface: &str,
+    lock: &ApplyLock,
+    iface: &IfaceName,
     confirm: Option<Duration>,
 ) -> Result<Option<ConfirmPlan>, CliError> {
     let Some(within) = confirm else {
         return Ok(None);
     };
-    let previous = match pending(roots, iface) {
+    let previous = match pending(&lock.state)? {
         // Still unconfirmed: the fallback stays the last confirmed policy.
         Some(pending) => pending.previous,
         None if roots.pins(iface).installed() => {
-            let snapshot = read_json(&snapshot_path(roots, iface));
+            let snapshot = read_json(&lock.state, &StateFile::Snapshot)?;
             if snapshot.is_none() {
                 return Err(CliError::new(format!(
                     "{iface}: the running policy's sources were not saved (applied by an older \
@@ -168,16 +161,18 @@ pub(crate) fn before_apply(
 /// (or cancels a pending rollback for a plain apply).
 pub(crate) fn after_apply(
     roots: &Roots,
-    iface: &str,
+    lock: &ApplyLock,
+    iface: &IfaceName,
     applied: &Snapshot,
     plan: Option<ConfirmPlan>,
     no_watcher: bool,
     report: &mut String,
 ) -> Result<(), CliError> {
-    write_json(&snapshot_path(roots, iface), applied)?;
+    let state = &lock.state;
+    write_json(state, &StateFile::Snapshot, applied)?;
     let Some(plan) = plan else {
-        if pending(roots, iface).is_some() {
-            let _ = std::fs::remove_file(pending_path(roots, iface));
+        if pending(state)?.is_some() {
+            state.remove(&StateFile::Pending)?;
             let _ = writeln!(report, "  the pending rollback is cancelled");
         }
         return Ok(());
@@ -193,7 +188,7 @@ pub(crate) fn after_apply(
         deadline_ms: now_ms().saturating_add(within_ms),
         previous: plan.previous,
     };
-    write_json(&pending_path(roots, iface), &pending)?;
+    write_json(state, &StateFile::Pending, &pending)?;
     if !no_watcher {
         spawn_watcher(roots, iface, &token, within_ms)?;
     }
@@ -210,7 +205,12 @@ pub(crate) fn after_apply(
     Ok(())
 }
 
-fn spawn_watcher(roots: &Roots, iface: &str, token: &str, after_ms: u64) -> Result<(), CliError> {
+fn spawn_watcher(
+    roots: &Roots,
+    iface: &IfaceName,
+    token: &str,
+    after_ms: u64,
+) -> Result<(), CliError> {
     use std::os::unix::process::CommandExt as _;
     let exe = std::env::current_exe().map_err(|e| {
         CliError::new(format!(
@@ -219,7 +219,7 @@ fn spawn_watcher(roots: &Roots, iface: &str, token: &str, after_ms: u64) -> Resu
     })?;
     std::process::Command::new(exe)
         .arg("rollback-watcher")
-        .args(["-i", iface, "--token", token, "--after-ms"])
+        .args(["-i", iface.as_str(), "--token", token, "--after-ms"])
         .arg(after_ms.to_string())
         .arg("--pin-root")
         .arg(&roots.pin_root)
@@ -236,22 +236,15 @@ fn spawn_watcher(roots: &Roots, iface: &str, token: &str, after_ms: u64) -> Resu
     Ok(())
 }
 
-fn log(roots: &Roots, iface: &str, line: &str) {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let path = state_dir(roots, iface).join("rollback.log");
-    if let Ok(mut file) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-    {
-        let _ = writeln!(file, "{} {iface}: {line}", now_ms() / 1000);
-    }
+fn log(state: &StateDir, iface: &IfaceName, line: &str) {
+    let line = format!("{} {iface}: {line}\n", now_ms() / 1000);
+    let _ = state.append(&StateFile::RollbackLog, line.as_bytes());
 }
 
 pub fn run_confirm(args: &ConfirmArgs) -> Result<Status, CliError> {
-    let _lock = ApplyLock::take(&state_dir(&args.roots, &args.iface))?;
-    let Some(pending) = pending(&args.roots, &args.iface) else {
+    let lock = ApplyLock::take(&args.roots, &args.iface)?;
+    let state = &lock.state;
+    let Some(pending) = pending(state)? else {
         eprintln!(
             "patronusc: {}: no apply is waiting for confirmation (already confirmed, rolled back, \
              or applied without --confirm)",
@@ -259,13 +252,9 @@ pub fn run_confirm(args: &ConfirmArgs) -> Result<Status, CliError> {
         );
         return Ok(Status::Failure);
     };
-    write_private(&marker_path(&args.roots, &args.iface, &pending.token), "")?;
-    let _ = std::fs::remove_file(pending_path(&args.roots, &args.iface));
-    log(
-        &args.roots,
-        &args.iface,
-        &format!("confirmed {}", pending.token),
-    );
+    state.write(&StateFile::confirmed(&pending.token)?, b"")?;
+    state.remove(&StateFile::Pending)?;
+    log(state, &args.iface, &format!("confirmed {}", pending.token));
     let left_ms = pending.deadline_ms.saturating_sub(now_ms());
     write_stdout(&format!(
         "confirmed the policy on {} ({:.1} s were left)\n",
@@ -278,34 +267,34 @@ pub fn run_confirm(args: &ConfirmArgs) -> Result<Status, CliError> {
 /// The watcher: waits, then rolls back unless confirmed. Also what tests
 /// run in-process.
 pub fn run_watcher(args: &WatcherArgs) -> Result<Status, CliError> {
+    let marker = StateFile::confirmed(&args.token)?;
     std::thread::sleep(Duration::from_millis(args.after_ms));
-    let (roots, iface) = (&args.roots, args.iface.as_str());
-    let _lock = ApplyLock::take(&state_dir(roots, iface))?;
-    let marker = marker_path(roots, iface, &args.token);
-    if marker.exists() {
-        let _ = std::fs::remove_file(&marker);
+    let (roots, iface) = (&args.roots, &args.iface);
+    let lock = ApplyLock::take(roots, iface)?;
+    let state = &lock.state;
+    if state.remove(&marker)? {
         return Ok(Status::Success);
     }
-    let Some(pending) = pending(roots, iface).filter(|p| p.token == args.token) else {
+    let Some(pending) = pending(state)?.filter(|p| p.token == args.token) else {
         // Cancelled by a plain apply, or a newer --confirm apply owns the
         // rollback now.
         log(
-            roots,
+            state,
             iface,
             &format!("{}: superseded, nothing to do", args.token),
         );
         return Ok(Status::Success);
     };
-    let result = roll_back(roots, iface, pending.previous.as_ref());
-    let _ = std::fs::remove_file(pending_path(roots, iface));
+    let result = roll_back(roots, &lock, iface, pending.previous.as_ref());
+    let _ = state.remove(&StateFile::Pending);
     match &result {
         Ok(what) => log(
-            roots,
+            state,
             iface,
             &format!("{}: not confirmed: {what}", args.token),
         ),
         Err(err) => log(
-            roots,
+            state,
             iface,
             &format!("{}: not confirmed; rollback FAILED: {err}", args.token),
         ),
@@ -313,11 +302,17 @@ pub fn run_watcher(args: &WatcherArgs) -> Result<Status, CliError> {
     result.map(|_| Status::Success)
 }
 
-fn roll_back(roots: &Roots, iface: &str, previous: Option<&Snapshot>) -> Result<String, CliError> {
+fn roll_back(
+    roots: &Roots,
+    lock: &ApplyLock,
+    iface: &IfaceName,
+    previous: Option<&Snapshot>,
+) -> Result<String, CliError> {
     let Some(previous) = previous else {
-        install::uninstall(&roots.pins(iface));
-        let _ = std::fs::remove_file(roots.meta_path(iface));
-        let _ = std::fs::remove_file(snapshot_path(roots, iface));
+        // The kernel side first: state stays while pins remain.
+        roots.host().remove_pins(iface)?;
+        lock.state.remove(&StateFile::Meta)?;
+        lock.state.remove(&StateFile::Snapshot)?;
         return Ok("unloaded (there was no policy before)".into());
     };
     let started = Instant::now();
@@ -330,9 +325,10 @@ fn roll_back(roots: &Roots, iface: &str, previous: Option<&Snapshot>) -> Result<
             previous.name
         ))
     })?;
-    let ifindex = install::ifindex(iface).map_err(runtime_err(iface))?;
+    let ifindex = install::ifindex(iface.as_str()).map_err(runtime_err(iface.as_str()))?;
     apply_locked(
         roots,
+        lock,
         iface,
         ifindex,
         &compiled,
@@ -344,7 +340,7 @@ fn roll_back(roots: &Roots, iface: &str, previous: Option<&Snapshot>) -> Result<
             compile_time: started.elapsed(),
         },
     )?;
-    write_json(&snapshot_path(roots, iface), previous)?;
+    write_json(&lock.state, &StateFile::Snapshot, previous)?;
     Ok(format!("rolled back to {}", previous.name))
 }
 

@@ -27,10 +27,8 @@
 //! definitions are unchanged, else a full atomic replace).
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::net::IpAddr;
 use std::os::fd::AsFd as _;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::{Args, Subcommand};
@@ -39,12 +37,13 @@ use patronus_compiler::ir::plan::MapKind;
 use patronus_compiler::ir::{Field, Storage};
 use patronus_compiler::net::Prefix;
 use patronus_compiler::typed::{AddrMatch, Family, Policy, TableId};
+use patronus_runtime::host::{IfaceName, StateDir, StateFile};
 use patronus_runtime::{install, sys};
 use serde::{Deserialize, Serialize};
 
 use crate::cmd_apply::{
     ApplyLock, Applying, Compiled, Mode, Roots, Snapshot, apply_locked_with,
-    compile_snapshot_edited, require_privileges, runtime_err, write_private,
+    compile_snapshot_edited, require_privileges, runtime_err,
 };
 use crate::common::{CliError, ColorArgs, Status, write_stdout};
 
@@ -69,7 +68,7 @@ pub enum TableAction {
 #[derive(Debug, Args)]
 pub struct TableEditArgs {
     #[arg(short = 'i', long = "interface", value_name = "IFACE")]
-    pub iface: String,
+    pub iface: IfaceName,
     /// The table's name in the policy (without `@`).
     #[arg(value_name = "TABLE")]
     pub table: String,
@@ -88,7 +87,7 @@ pub struct TableEditArgs {
 #[derive(Debug, Args)]
 pub struct TableListArgs {
     #[arg(short = 'i', long = "interface", value_name = "IFACE")]
-    pub iface: String,
+    pub iface: IfaceName,
     /// Print this table's prefixes.
     #[arg(value_name = "TABLE")]
     pub table: Option<String>,
@@ -128,18 +127,6 @@ pub struct FastMap {
     /// any: its slots say 1 (the table's one bitmap), 0 or FALLBACK.
     #[serde(default)]
     pub d24: Option<String>,
-}
-
-fn state_dir(roots: &Roots, iface: &str) -> PathBuf {
-    roots.state_root.join(iface)
-}
-
-fn tables_path(roots: &Roots, iface: &str) -> PathBuf {
-    state_dir(roots, iface).join("tables.json")
-}
-
-fn journal_path(roots: &Roots, iface: &str) -> PathBuf {
-    state_dir(roots, iface).join("journal")
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -308,25 +295,25 @@ pub(crate) fn tables_meta(compiled: &Compiled, object_hash: &str) -> TablesMeta 
 /// fast paths; an apply from files (`keep_journal` false) also drops the
 /// run-time changes, which the kernel no longer holds.
 pub(crate) fn after_apply(
-    roots: &Roots,
-    iface: &str,
+    lock: &ApplyLock,
     compiled: &Compiled,
     object_hash: &str,
     keep_journal: bool,
 ) -> Result<(), CliError> {
     if !keep_journal {
-        let _ = std::fs::remove_file(journal_path(roots, iface));
+        lock.state.remove(&StateFile::Journal)?;
     }
     let meta = tables_meta(compiled, object_hash);
     let text = serde_json::to_string(&meta)
         .map_err(|e| CliError::new(format!("cannot encode table metadata: {e}")))?;
-    write_private(&tables_path(roots, iface), &text)
+    Ok(lock.state.write(&StateFile::Tables, text.as_bytes())?)
 }
 
 /// After `unload`: no table state.
-pub(crate) fn forget(roots: &Roots, iface: &str) {
-    let _ = std::fs::remove_file(tables_path(roots, iface));
-    let _ = std::fs::remove_file(journal_path(roots, iface));
+pub(crate) fn forget(state: &StateDir) -> Result<(), CliError> {
+    state.remove(&StateFile::Tables)?;
+    state.remove(&StateFile::Journal)?;
+    Ok(())
 }
 
 /// Parses `192.0.2.0/24`, `2001:db8::/32` or a bare address (a host
@@ -388,9 +375,9 @@ fn lpm_key(prefix: &Prefix) -> Vec<u8> {
     key
 }
 
-fn read_tables_meta(roots: &Roots, iface: &str) -> Result<TablesMeta, CliError> {
-    let path = tables_path(roots, iface);
-    let text = std::fs::read_to_string(&path).map_err(|_| {
+fn read_tables_meta(state: &StateDir, iface: &IfaceName) -> Result<TablesMeta, CliError> {
+    let path = state.file_path(&StateFile::Tables);
+    let text = state.read(&StateFile::Tables)?.ok_or_else(|| {
         CliError::new(format!(
             "{iface}: no policy applied by this patronusc (no `{}`); run `patronusc apply` first",
             path.display()
@@ -420,17 +407,10 @@ struct Change {
     prefix: Prefix,
 }
 
-fn read_journal(roots: &Roots, iface: &str) -> Result<Vec<Change>, CliError> {
-    let path = journal_path(roots, iface);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => {
-            return Err(CliError::new(format!(
-                "cannot read `{}`: {e}",
-                path.display()
-            )));
-        }
+fn read_journal(state: &StateDir) -> Result<Vec<Change>, CliError> {
+    let path = state.file_path(&StateFile::Journal);
+    let Some(text) = state.read(&StateFile::Journal)? else {
+        return Ok(Vec::new());
     };
     text.lines()
         .enumerate()
@@ -450,8 +430,7 @@ fn read_journal(roots: &Roots, iface: &str) -> Result<Vec<Change>, CliError> {
         .collect()
 }
 
-fn append_journal(roots: &Roots, iface: &str, changes: &[Change]) -> Result<(), CliError> {
-    use std::os::unix::fs::OpenOptionsExt as _;
+fn append_journal(state: &StateDir, changes: &[Change]) -> Result<(), CliError> {
     if changes.is_empty() {
         return Ok(());
     }
@@ -465,14 +444,7 @@ fn append_journal(roots: &Roots, iface: &str, changes: &[Change]) -> Result<(), 
             c.prefix
         );
     }
-    let path = journal_path(roots, iface);
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(&path)
-        .and_then(|mut file| file.write_all(text.as_bytes()))
-        .map_err(|e| CliError::new(format!("cannot write `{}`: {e}", path.display())))
+    Ok(state.append(&StateFile::Journal, text.as_bytes())?)
 }
 
 /// Applies `changes` to the policy's tables (normalised: sorted, no
@@ -501,11 +473,11 @@ fn edit_tables(policy: &mut Policy, changes: &[Change]) -> Result<Vec<bool>, Cli
     Ok(effective)
 }
 
-fn read_snapshot(roots: &Roots, iface: &str) -> Result<Snapshot, CliError> {
-    let path = state_dir(roots, iface).join("snapshot.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| {
+fn read_snapshot(state: &StateDir, iface: &IfaceName) -> Result<Snapshot, CliError> {
+    let path = state.file_path(&StateFile::Snapshot);
+    let text = state.read(&StateFile::Snapshot)?.ok_or_else(|| {
         CliError::new(format!(
-            "{iface}: cannot read the running policy's sources `{}`: {e}",
+            "{iface}: cannot read the running policy's sources `{}`: it does not exist",
             path.display()
         ))
     })?;
@@ -523,10 +495,7 @@ pub fn run(args: &TableArgs) -> Result<Status, CliError> {
 
 fn run_edit(args: &TableEditArgs, add: bool) -> Result<Status, CliError> {
     let started = Instant::now();
-    let iface = args.iface.as_str();
-    if iface.is_empty() || iface.contains('/') || iface.starts_with('.') {
-        return Err(CliError::new(format!("`{iface}` is not an interface name")));
-    }
+    let iface = &args.iface;
     let prefixes = args
         .cidrs
         .iter()
@@ -538,11 +507,12 @@ fn run_edit(args: &TableEditArgs, add: bool) -> Result<Status, CliError> {
     if !pins.installed() {
         return Err(CliError::new(format!(
             "{iface}: no policy applied (interfaces with one: {})",
-            list_or_none(&args.roots.interfaces())
+            list_or_none(&args.roots.interfaces()?)
         )));
     }
-    let _lock = ApplyLock::take(&state_dir(&args.roots, iface))?;
-    let meta = read_tables_meta(&args.roots, iface)?;
+    let lock = ApplyLock::take(&args.roots, iface)?;
+    let state = &lock.state;
+    let meta = read_tables_meta(state, iface)?;
     let table = meta
         .tables
         .iter()
@@ -623,12 +593,12 @@ fn run_edit(args: &TableEditArgs, add: bool) -> Result<Status, CliError> {
         }
     }
     // Recorded before the general path compiles: it replays the journal.
-    append_journal(&args.roots, iface, &journal)?;
+    append_journal(state, &journal)?;
     let mut report = String::new();
     if !general.is_empty() {
         let t0 = Instant::now();
-        let snapshot = read_snapshot(&args.roots, iface)?;
-        let recorded = read_journal(&args.roots, iface)?;
+        let snapshot = read_snapshot(state, iface)?;
+        let recorded = read_journal(state)?;
         let mut effective = Vec::new();
         let color = args.color;
         let compiled = compile_snapshot_edited(&snapshot, &color, &mut |policy| {
@@ -656,9 +626,10 @@ fn run_edit(args: &TableEditArgs, add: bool) -> Result<Status, CliError> {
                 .map(|(c, _)| c.prefix),
         );
         if !applied.is_empty() {
-            let ifindex = install::ifindex(iface).map_err(runtime_err(iface))?;
+            let ifindex = install::ifindex(iface.as_str()).map_err(runtime_err(iface.as_str()))?;
             report = apply_locked_with(
                 &args.roots,
+                &lock,
                 iface,
                 ifindex,
                 &compiled,
@@ -671,7 +642,7 @@ fn run_edit(args: &TableEditArgs, add: bool) -> Result<Status, CliError> {
                 },
                 true,
             )?;
-            append_journal(&args.roots, iface, &applied)?;
+            append_journal(state, &applied)?;
         }
     }
     let mut status = Status::Success;
@@ -797,25 +768,27 @@ fn prefix_text(prefix: &Prefix) -> String {
     format!("{}/{}", prefix.addr, prefix.len)
 }
 
-fn list_or_none(names: &[String]) -> String {
+fn list_or_none(names: &[IfaceName]) -> String {
     if names.is_empty() {
         "none".into()
     } else {
+        let names: Vec<&str> = names.iter().map(IfaceName::as_str).collect();
         names.join(", ")
     }
 }
 
 fn run_list(args: &TableListArgs) -> Result<Status, CliError> {
-    let iface = args.iface.as_str();
-    let _lock = ApplyLock::take(&state_dir(&args.roots, iface))?;
-    let meta = read_tables_meta(&args.roots, iface)?;
+    let iface = &args.iface;
+    let lock = ApplyLock::take(&args.roots, iface)?;
+    let state = &lock.state;
+    let meta = read_tables_meta(state, iface)?;
     if let Some(name) = &args.table
         && !meta.tables.iter().any(|t| &t.name == name)
     {
         return Err(unknown_table(name, &meta));
     }
-    let snapshot = read_snapshot(&args.roots, iface)?;
-    let journal = read_journal(&args.roots, iface)?;
+    let snapshot = read_snapshot(state, iface)?;
+    let journal = read_journal(state)?;
     let mut tables = Vec::new();
     compile_snapshot_edited(&snapshot, &args.color, &mut |policy| {
         edit_tables(policy, &journal)?;

@@ -284,19 +284,10 @@ fn pin_object(
 }
 
 /// Removes every file of `dir` and `dir` itself (pins only: unpinning a
-/// link detaches it once no descriptor holds it).
+/// link detaches it once no descriptor holds it), following no symlink
+/// (`crate::host::dirs`).
 fn remove_dir_pins(dir: &Path) {
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                remove_dir_pins(&path);
-            } else {
-                let _ = std::fs::remove_file(&path);
-            }
-        }
-    }
-    let _ = std::fs::remove_dir(dir);
+    let _ = crate::host::dirs::remove_path_tree(dir);
 }
 
 /// Whether the pinned XDP link lost its interface (the kernel reports
@@ -543,13 +534,12 @@ fn swap(
     Ok(swap_time)
 }
 
-/// Detaches the policy installed at `pins` and removes every pin.
-/// `false` when nothing was installed there.
+/// Detaches the policy installed at `pins` and removes every pin,
+/// following no symlink; best effort (cleanup of a failed load, tests).
+/// `false` when nothing was installed there. `patronusc unload` uses
+/// [`crate::host::Roots::remove_pins`], which reports what remains.
 pub fn uninstall(pins: &Pins) -> bool {
-    let existed = pins.dir.exists();
-    // Links first: the interface is unfiltered from here on.
-    let _ = std::fs::remove_file(pins.xdp_link());
-    let _ = std::fs::remove_file(pins.tc_link());
+    let existed = pins.dir.symlink_metadata().is_ok();
     remove_dir_pins(&pins.dir);
     existed
 }
