@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 
 use crate::{
     agent, cmd_apply, cmd_build, cmd_check, cmd_confirm, cmd_explain, cmd_fmt, cmd_generate,
-    cmd_log, cmd_stats, cmd_table, cmd_test,
+    cmd_log, cmd_stats, cmd_table, cmd_test, lsp,
 };
 
 const AFTER_HELP: &str = "\
@@ -65,6 +65,8 @@ pub enum Command {
     Completions(cmd_generate::CompletionsArgs),
     /// Write the man pages (patronusc.1, patronusc-CMD.1) into a directory.
     Man(cmd_generate::ManArgs),
+    /// Serve the Language Server Protocol on stdin/stdout (for editors).
+    Lsp(lsp::LspArgs),
     /// Started by `apply --confirm`: rolls back unless confirmed in time.
     #[command(hide = true)]
     RollbackWatcher(cmd_confirm::WatcherArgs),

@@ -203,7 +203,7 @@ fn parse_cli_packet(
 }
 
 /// The phase a trace step belongs to and what it found there.
-fn describe(policy: &Policy, step: &TraceStep) -> (&'static str, String) {
+pub fn describe(policy: &Policy, step: &TraceStep) -> (&'static str, String) {
     match step {
         TraceStep::Invalid(class) => ("invalid", format!("malformed: {}: drop", class.name())),
         TraceStep::Parsed(frame) => ("invalid", format!("well formed: {}", frame_summary(frame))),

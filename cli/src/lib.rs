@@ -16,6 +16,7 @@ pub mod cmd_stats;
 pub mod cmd_table;
 pub mod cmd_test;
 pub mod common;
+pub mod lsp;
 
 use std::process::ExitCode;
 
@@ -89,6 +90,7 @@ fn dispatch(command: &Command) -> Result<Status, CliError> {
         Command::Agent(args) => agent::run_agent(args),
         Command::Completions(args) => cmd_generate::run_completions(args),
         Command::Man(args) => cmd_generate::run_man(args),
+        Command::Lsp(args) => lsp::run(args),
         Command::RollbackWatcher(args) => cmd_confirm::run_watcher(args),
     }
 }
