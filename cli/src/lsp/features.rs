@@ -684,3 +684,63 @@ fn explain_step(policy: &typed::Policy, test: &typed::Test, position: usize, tex
 pub fn offset(a: &Analysis, position: Position) -> usize {
     LineIndex::new(a.text()).offset(position)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The completion vocabularies are copies of the lexer's and the
+    //! compiler's; these tests fail when either side changes alone.
+    use super::*;
+
+    fn check(text: &str) -> Analysis {
+        Analysis::new("vocabulary.pf", text)
+    }
+
+    #[test]
+    fn keywords_are_every_word_the_lexer_has_a_token_for() {
+        let lexer = include_str!("../../../grammar/src/lexer.rs");
+        let mut words: Vec<&str> = lexer
+            .split("#[token(\"")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .filter(|w| w.chars().all(|c| c.is_ascii_alphanumeric()) && !w.is_empty())
+            .collect();
+        words.sort_unstable();
+        let mut ours = KEYWORDS.to_vec();
+        ours.sort_unstable();
+        assert_eq!(ours, words);
+    }
+
+    #[test]
+    fn option_names_are_the_compilers() {
+        let a = check("options { no-such-option = 1 }\n");
+        let help = a.checked.diagnostics[0].help.clone().unwrap_or_default();
+        for (key, _) in OPTIONS {
+            assert!(help.contains(&format!("`{key}`")), "{key} not in: {help}");
+        }
+        assert_eq!(help.matches('`').count() / 2, OPTIONS.len(), "{help}");
+        for timeout in TIMEOUTS {
+            let a = check(&format!("options {{ timeout {timeout} = 10s }}\n"));
+            assert!(a.checked.diagnostics.is_empty(), "timeout {timeout}");
+        }
+    }
+
+    #[test]
+    fn icmp_type_names_are_the_compilers_with_their_numbers() {
+        for &(name, v4, v6) in ICMP_TYPES {
+            for (keyword, number) in [("icmp", v4), ("icmpv6", v6)] {
+                let by_name = check(&format!("allow {keyword} type {name}\n"));
+                match number {
+                    Some(n) => {
+                        let by_number = check(&format!("allow {keyword} type {n}\n"));
+                        let icmp = |a: &Analysis| {
+                            a.checked.policy.as_ref().map(|p| p.rules[0].matcher.icmp.clone())
+                        };
+                        assert!(by_name.checked.diagnostics.is_empty(), "{keyword} {name}");
+                        assert_eq!(icmp(&by_name), icmp(&by_number), "{keyword} {name}");
+                    }
+                    None => assert!(by_name.checked.has_errors(), "{keyword} {name}"),
+                }
+            }
+        }
+    }
+}

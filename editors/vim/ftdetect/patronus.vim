@@ -1,0 +1,2 @@
+" Patronus firewall policies: *.pf files.
+autocmd BufRead,BufNewFile *.pf setfiletype patronus
