@@ -14,6 +14,7 @@ pub mod ir;
 pub mod lints;
 pub mod net;
 pub mod packet;
+pub mod regions;
 pub mod render;
 pub mod semantics;
 #[cfg(feature = "testgen")]
