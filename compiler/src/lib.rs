@@ -8,6 +8,7 @@
 mod check;
 pub mod codes;
 pub mod diag;
+pub mod diff;
 pub mod frame;
 pub mod interp;
 pub mod ir;
@@ -17,6 +18,7 @@ pub mod packet;
 pub mod regions;
 pub mod render;
 pub mod semantics;
+pub mod snapshot;
 #[cfg(feature = "testgen")]
 pub mod testgen;
 pub mod typed;

@@ -194,7 +194,7 @@ impl Dim {
     }
 
     /// The keys of valid test packets.
-    fn domain(self, family: Family) -> Ranges {
+    pub fn domain(self, family: Family) -> Ranges {
         match self {
             Dim::Proto => match family {
                 Family::Ipv4 => Ranges::single(0, 255),
@@ -515,7 +515,21 @@ pub enum Mode {
 
 /// The regions of `sides` (one side: every region; two: see `mode`).
 pub fn regions(sides: &[Side], mode: Mode) -> Vec<Region> {
-    let engine = Engine::new(sides, mode);
+    let engine = Engine::new(sides, mode, false);
+    let mut out = Vec::new();
+    for family in [Family::Ipv4, Family::Ipv6] {
+        engine.walk_family(family, &mut out);
+    }
+    out
+}
+
+/// Every region of one policy, split in the fixed field order (protocol,
+/// addresses, ports, ICMP, flags, VLAN) rather than the fastest one, so the
+/// decomposition follows the policy's meaning and not which field happens
+/// to have the most keys: what snapshots record.
+pub fn regions_canonical(side: Side) -> Vec<Region> {
+    let sides = [side];
+    let engine = Engine::new(&sides, Mode::All, true);
     let mut out = Vec::new();
     for family in [Family::Ipv4, Family::Ipv6] {
         engine.walk_family(family, &mut out);
@@ -583,7 +597,7 @@ enum Known {
 }
 
 impl<'a> Engine<'a> {
-    fn new(sides: &'a [Side<'a>], mode: Mode) -> Self {
+    fn new(sides: &'a [Side<'a>], mode: Mode, fixed_order: bool) -> Self {
         let mut columns = Vec::new();
         let mut side_columns = Vec::new();
         for (s, side) in sides.iter().enumerate() {
@@ -611,7 +625,9 @@ impl<'a> Engine<'a> {
             }
         }
         let mut order: Vec<Dim> = Dim::ALL[1..].to_vec();
-        order.sort_by_key(|d| std::cmp::Reverse(weight.get(d).copied().unwrap_or(0)));
+        if !fixed_order {
+            order.sort_by_key(|d| std::cmp::Reverse(weight.get(d).copied().unwrap_or(0)));
+        }
         order.insert(0, Dim::Proto);
         Engine {
             sides,
@@ -1051,13 +1067,25 @@ pub fn example(region: &Region) -> Option<Packet> {
         ],
     )? as u8;
     let addrs = |dim: Dim| -> Vec<u128> {
-        // A few candidates: the first range's second and first key, then
-        // the next ranges' first keys.
+        // A few candidates: documentation addresses (RFC 5737, RFC 3849)
+        // when the set holds them, the first range's second and first key,
+        // then the next ranges' first keys.
         let ranges = match region.field(dim) {
             FieldSet::Set(r) => r.clone(),
             _ => dim.domain(family),
         };
-        let mut v = Vec::new();
+        let preferred: [&str; 2] = match (family, dim) {
+            (Family::Ipv4, Dim::Src) => ["198.51.100.10", "203.0.113.10"],
+            (Family::Ipv4, _) => ["192.0.2.1", "192.0.2.2"],
+            (Family::Ipv6, Dim::Src) => ["2001:db8:5::10", "2001:db8:6::10"],
+            (Family::Ipv6, _) => ["2001:db8::1", "2001:db8::2"],
+        };
+        let mut v: Vec<u128> = preferred
+            .iter()
+            .filter_map(|a| a.parse::<IpAddr>().ok())
+            .map(addr_key)
+            .filter(|k| ranges.contains(*k))
+            .collect();
         for (i, &(lo, hi)) in ranges.0.iter().take(3).enumerate() {
             if i == 0 && lo < hi {
                 v.push(lo + 1);
