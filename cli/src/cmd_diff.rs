@@ -253,11 +253,16 @@ pub fn run(args: &DiffArgs) -> Result<Status, CliError> {
     let old = load_policy(&mut files, &old_source, args.color.color)?;
     let new = load_policy(&mut files, &new_source, args.color.color)?;
     let d = diff::diff(old.side(), new.side(), args.all);
+    let lines = [old.file, new.file]
+        .into_iter()
+        .map(|f| (f, line_starts(&files.get(f).text)))
+        .collect();
     let report = Report {
         files: &files,
         old: &old,
         new: &new,
         diff: &d,
+        lines,
     };
     let text = if args.emit_tests {
         report.tests()
@@ -281,6 +286,33 @@ pub struct Report<'a> {
     pub old: &'a LoadedPolicy,
     pub new: &'a LoadedPolicy,
     pub diff: &'a PolicyDiff,
+    /// Per policy file: line start offsets (a 10,000-rule diff names
+    /// rules hundreds of times; `Files::line_col` scans from the start).
+    pub lines: std::collections::HashMap<FileId, Vec<usize>>,
+}
+
+impl Report<'_> {
+    /// 1-based line and column (in characters) of a byte offset.
+    fn line_col(&self, file: FileId, offset: usize) -> (usize, usize) {
+        let text = &self.files.get(file).text;
+        let Some(starts) = self.lines.get(&file) else {
+            return self.files.line_col(file, offset);
+        };
+        let mut offset = offset.min(text.len());
+        while !text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let line = starts.partition_point(|&s| s <= offset);
+        let start = starts[line - 1];
+        (line, text[start..offset].chars().count() + 1)
+    }
+}
+
+/// Line starts of a text.
+pub fn line_starts(text: &str) -> Vec<usize> {
+    std::iter::once(0)
+        .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+        .collect()
 }
 
 const MAX_ITEMS: usize = 8;
@@ -408,7 +440,7 @@ impl Report<'_> {
             .map(|c| match c {
                 RuleChange::Removed(id) => {
                     let r = &self.old.policy.rules[id.0 as usize];
-                    let (line, _) = self.files.line_col(self.old.file, r.span.start);
+                    let (line, _) = self.line_col(self.old.file, r.span.start);
                     format!(
                         "removed: {} {} ({}:{line})",
                         diff::action_name(r.action),
@@ -418,7 +450,7 @@ impl Report<'_> {
                 }
                 RuleChange::Added(id) => {
                     let r = &self.new.policy.rules[id.0 as usize];
-                    let (line, _) = self.files.line_col(self.new.file, r.span.start);
+                    let (line, _) = self.line_col(self.new.file, r.span.start);
                     format!(
                         "added: {} {} ({}:{line})",
                         diff::action_name(r.action),
@@ -467,7 +499,7 @@ impl Report<'_> {
             "phase": crate::cmd_test::phase_name(d.phase()),
             "decided_by": decision_text(&side.policy, d),
             "rule": rule.map(|r| {
-                let (line, column) = self.files.line_col(side.file, r.span.start);
+                let (line, column) = self.line_col(side.file, r.span.start);
                 json!({
                     "index": r.id.0 + 1,
                     "label": r.label,
@@ -524,7 +556,7 @@ impl Report<'_> {
                     RuleChange::Added(id) => ("added", self.new, *id),
                 };
                 let r = &side.policy.rules[id.0 as usize];
-                let (line, _) = self.files.line_col(side.file, r.span.start);
+                let (line, _) = self.line_col(side.file, r.span.start);
                 json!({
                     "change": change,
                     "action": diff::action_name(r.action),
@@ -555,7 +587,7 @@ impl Report<'_> {
             decision_text(&side.policy, d)
         );
         if let Some(r) = d.rule().and_then(|id| side.policy.rules.get(id.0 as usize)) {
-            let (line, _) = self.files.line_col(side.file, r.span.start);
+            let (line, _) = self.line_col(side.file, r.span.start);
             let _ = write!(s, " (line {line})");
         }
         md_cell(&s)
