@@ -7,6 +7,7 @@
 
 mod check;
 pub mod codes;
+pub mod coverage;
 pub mod diag;
 pub mod diff;
 pub mod frame;
