@@ -7,7 +7,7 @@ Owns: deriving benches/run's own key figures from the raw files of DIR
 (testrun.tsv, testrun.progs.tsv, veth.tsv), appending them to DIR/figures.tsv,
 and assembling the markdown: header, targets table (from figures.tsv),
 test-run and veth tables, the curves (DIR/curve_*.tsv + .svg) and the
-sections the sub-benches wrote (DIR/rules.md, DIR/control.md).
+sections the sub-benches wrote (DIR/rules.md, DIR/control.md, DIR/diff.md).
 Stdlib only. A figure whose inputs are missing is left out of figures.tsv
 and shows as "not measured".
 """
@@ -112,6 +112,7 @@ TARGETS = [
     ("veth DUT CPU ns/pkt, iptables / Patronus (udp_denied)", "veth_ns_vs_iptables", ">=", 15, "×"),
     ("veth DUT CPU ns/pkt, Patronus / xdp_drop (udp_denied)", "veth_ns_vs_xdp_drop", "<=", 2.2, "×"),
     ("compile 10,000 rules", "compile_10k_rules_s", "<=", 0.1, " s"),
+    ("diff 10,000 rules against 10,000 rules", "diff_10k_rules_s", "<=", 1.0, " s"),
     ("apply a 1,000,000-entry table", "apply_1M_s", "<=", 1.0, " s"),
     ("map fill rate", "fill_rate_per_s", ">=", 2_000_000, " entries/s"),
     ("single table entry update, p99", "table_update_p99_ms", "<=", 1.0, " ms"),
@@ -456,7 +457,8 @@ def main():
               "![ns vs share of blocklisted packets](bench/curve_mix.svg)", "",
               tsv_as_table(os.path.join(d, "curve_mix.tsv")), ""]
 
-    for sub, title in (("rules", "Rule count scaling"), ("control", "Control plane")):
+    for sub, title in (("rules", "Rule count scaling"), ("control", "Control plane"),
+                       ("diff", "Policy diff")):
         p = os.path.join(d, f"{sub}.md")
         if os.path.exists(p):
             with open(p, encoding="utf-8") as f:

@@ -5,17 +5,19 @@
 use clap::{Parser, Subcommand};
 
 use crate::{
-    agent, cmd_apply, cmd_build, cmd_check, cmd_confirm, cmd_explain, cmd_fmt, cmd_generate,
-    cmd_log, cmd_stats, cmd_table, cmd_test, lsp,
+    agent, cmd_apply, cmd_build, cmd_check, cmd_confirm, cmd_diff, cmd_explain, cmd_fmt,
+    cmd_generate, cmd_log, cmd_snapshot, cmd_stats, cmd_table, cmd_test, lsp,
 };
 
 const AFTER_HELP: &str = "\
 Exit status:
   0  success (warnings alone do not fail, unless --deny-warnings)
   1  check/build: the policy has errors (or warnings with --deny-warnings);
-     test: a test failed; fmt --check: a file is not formatted
+     test: a test failed (or coverage below --min-coverage);
+     fmt --check: a file is not formatted; diff --exit-code: a verdict
+     changed; snapshot --check: the policy no longer matches its snapshot
   2  usage error or I/O error (missing, unreadable or non-UTF-8 file);
-     test/explain: the policy has errors
+     test/explain/diff/snapshot: the policy has errors
 
 See `patronusc explain-code P0103` for what a diagnostic code means.";
 
@@ -39,6 +41,12 @@ pub enum Command {
     Test(cmd_test::TestArgs),
     /// Trace how a policy decides one packet.
     Explain(cmd_explain::ExplainArgs),
+    /// Show which packets a policy change passes or drops differently
+    /// (exact regions, with example packets and the deciding rules).
+    Diff(cmd_diff::DiffArgs),
+    /// Write, check (--check) or update (--update) a policy's verdict
+    /// snapshot, POLICY.snap.
+    Snapshot(cmd_snapshot::SnapshotArgs),
     /// Compile a policy and emit its IR or its map plan.
     Build(cmd_build::BuildArgs),
     /// Compile a policy and attach it to an interface (atomically replacing

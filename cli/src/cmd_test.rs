@@ -20,6 +20,15 @@
 //! Output (stdout): one line per block, then for each failing block its first
 //! failing step with the expected and actual verdict, the deciding phase and
 //! rule, the step and the rule underlined in the source; then a summary.
+//! Coverage (`--coverage`, `--coverage=json`, `--min-coverage PERCENT`):
+//! after the tests, which rules, deciding phases and regions of the packet
+//! space the tests exercise, measured on the reference interpreter
+//! ([`patronus_compiler::coverage`]), with the rules no test reaches and the
+//! regions no test exercises. With `--coverage=json` stdout holds only the
+//! JSON document and the test report goes to stderr. `--min-coverage`
+//! fails (exit 1) when the tests reach fewer than PERCENT of the rules of
+//! all the policies together.
+//!
 //! Exit 0 when every test passes, 1 when one failed, 2 on usage, I/O or
 //! compile errors (the diagnostics go to stderr), on kernel errors (load,
 //! verifier, test run), and with `--engine kernel` when the kernel cannot
@@ -34,11 +43,12 @@ use codespan_reporting::files::SimpleFiles;
 use codespan_reporting::term::{self, termcolor};
 use patronus_codegen::insn::kernel::xdp_action;
 use patronus_compiler::diag::{FileId, Files};
+use patronus_compiler::diff::{self, Describer};
 use patronus_compiler::interp::Interpreter;
 use patronus_compiler::ir;
 use patronus_compiler::semantics::{Counter, Outcome, Phase};
 use patronus_compiler::typed::{Policy, RuleId, Test, TestStep};
-use patronus_compiler::{check, packet};
+use patronus_compiler::{check, coverage, packet, regions};
 use patronus_grammar::ast::{Action, Span, Verdict};
 use patronus_runtime::{Loaded, ProgramKind, RuntimeError};
 
@@ -58,10 +68,31 @@ pub struct TestArgs {
     /// What evaluates the packets.
     #[arg(long, value_enum, default_value_t = Engine::Auto)]
     pub engine: Engine,
+    /// Also report the rules, phases and regions the tests exercise
+    /// (`--coverage=json`: JSON on stdout, the test report on stderr).
+    #[arg(
+        long,
+        value_enum,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "human",
+        value_name = "FORMAT"
+    )]
+    pub coverage: Option<CoverageFormat>,
+    /// Exit 1 when the tests reach fewer than PERCENT of the rules
+    /// (implies --coverage).
+    #[arg(long, value_name = "PERCENT")]
+    pub min_coverage: Option<f64>,
     #[command(flatten)]
     pub color: ColorArgs,
     #[command(flatten)]
     pub tables: TableAccessArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CoverageFormat {
+    Human,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -141,6 +172,27 @@ pub fn run_test<'t>(policy: &Policy, test: &'t Test) -> Option<Failure<'t>> {
 }
 
 pub fn run(args: &TestArgs) -> Result<Status, CliError> {
+    if let Some(min) = args.min_coverage
+        && !(0.0..=100.0).contains(&min)
+    {
+        return Err(CliError::new(format!(
+            "--min-coverage {min}: a percentage from 0 to 100"
+        )));
+    }
+    let coverage_format = args
+        .coverage
+        .or(args.min_coverage.map(|_| CoverageFormat::Human));
+    let json = coverage_format == Some(CoverageFormat::Json);
+    // With JSON coverage, stdout is the JSON document alone.
+    let emit = |text: &str| -> Result<(), CliError> {
+        if json {
+            let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), text.as_bytes());
+            Ok(())
+        } else {
+            write_stdout(text)
+        }
+    };
+    let mut coverages: Vec<(String, Files, Policy, coverage::Coverage)> = Vec::new();
     let engine = args.engine.resolve()?;
     let loader = args.tables.loader()?;
     let mut passed = 0usize;
@@ -209,13 +261,64 @@ pub fn run(args: &TestArgs) -> Result<Status, CliError> {
             report.push('\n');
         }
         report.push('\n');
-        write_stdout(&report)?;
+        emit(&report)?;
         if kernel_error {
             broken_policies += 1;
         }
+        if coverage_format.is_some() {
+            let program = ir::lower(&policy);
+            let measured = coverage::measure(&policy, &program, PACKET_INTERVAL_NS);
+            coverages.push((path.display().to_string(), files, policy, measured));
+        }
     }
-    let (line, status) = summary(passed, failed, broken_policies);
-    write_stdout(&line)?;
+    let (line, mut status) = summary(passed, failed, broken_policies);
+    emit(&line)?;
+    if let Some(format) = coverage_format {
+        let (covered, total) = coverages.iter().fold((0, 0), |(c, t), (_, _, _, cov)| {
+            (c + cov.rules_covered(), t + cov.rules.len())
+        });
+        let percent = coverage::percent(covered, total);
+        let below = args.min_coverage.is_some_and(|min| percent < min);
+        match format {
+            CoverageFormat::Human => {
+                let mut text = String::new();
+                for (name, files, policy, cov) in &coverages {
+                    text.push_str(&coverage_human(name, files, policy, cov));
+                }
+                let _ = writeln!(
+                    text,
+                    "coverage: {covered} of {total} rules reached ({percent:.1}%)"
+                );
+                if let Some(min) = args.min_coverage {
+                    let _ = writeln!(
+                        text,
+                        "coverage {}: --min-coverage {min}",
+                        if below { "FAILED" } else { "ok" }
+                    );
+                }
+                write_stdout(&text)?;
+            }
+            CoverageFormat::Json => {
+                let v = serde_json::json!({
+                    "rules_covered": covered,
+                    "rules_total": total,
+                    "rules_percent": percent,
+                    "min_coverage": args.min_coverage,
+                    "passed": !below,
+                    "policies": coverages
+                        .iter()
+                        .map(|(name, files, policy, cov)| coverage_json(name, files, policy, cov))
+                        .collect::<Vec<_>>(),
+                });
+                let mut text = serde_json::to_string_pretty(&v).unwrap_or_default();
+                text.push('\n');
+                write_stdout(&text)?;
+            }
+        }
+        if below {
+            status = Status::Failure;
+        }
+    }
     if broken_policies > 0 {
         return Err(CliError::new(format!(
             "{} of {} did not compile, load or run",
@@ -224,6 +327,112 @@ pub fn run(args: &TestArgs) -> Result<Status, CliError> {
         )));
     }
     Ok(status)
+}
+
+/// `rule 3 "http3" (web.pf:22)`.
+fn rule_place(name: &str, files: &Files, policy: &Policy, rule: RuleId) -> String {
+    let span = rule_span(policy, rule);
+    let (line, _) = files.line_col(policy.file, span.start);
+    format!("{} ({name}:{line})", rule_name(policy, rule))
+}
+
+fn coverage_human(name: &str, files: &Files, policy: &Policy, cov: &coverage::Coverage) -> String {
+    let mut out = format!(
+        "\ncoverage of {name} (reference interpreter, {} test packets):\n",
+        cov.packets
+    );
+    let rules = cov.rules.len();
+    let _ = writeln!(
+        out,
+        "  rules    {}/{rules} ({:.1}%)",
+        cov.rules_covered(),
+        coverage::percent(cov.rules_covered(), rules)
+    );
+    for (rule, hit) in &cov.rules {
+        if !hit {
+            let _ = writeln!(
+                out,
+                "    not reached: {}",
+                rule_place(name, files, policy, *rule)
+            );
+        }
+    }
+    let reached = cov.phases.iter().filter(|p| p.1).count();
+    let missing: Vec<String> = cov
+        .phases
+        .iter()
+        .filter(|p| !p.1)
+        .map(|p| phase_name(p.0))
+        .collect();
+    let _ = write!(out, "  phases   {reached}/{}", cov.phases.len());
+    if !missing.is_empty() {
+        let _ = write!(out, " (not reached: {})", missing.join(", "));
+    }
+    out.push('\n');
+    let _ = writeln!(
+        out,
+        "  regions  {}/{} ({:.1}%)",
+        cov.regions_covered(),
+        cov.regions.len(),
+        coverage::percent(cov.regions_covered(), cov.regions.len())
+    );
+    let mut describer = Describer::new(8);
+    for (region, hit) in &cov.regions {
+        if !hit {
+            let d = region.decisions[0];
+            let _ = writeln!(
+                out,
+                "    not exercised: {} {}  => {}",
+                verdict_name(d.verdict()),
+                describer.matcher(region),
+                diff::decision_text(policy, d)
+            );
+        }
+    }
+    out.push('\n');
+    out
+}
+
+fn coverage_json(
+    name: &str,
+    files: &Files,
+    policy: &Policy,
+    cov: &coverage::Coverage,
+) -> serde_json::Value {
+    let mut describer = Describer::new(0);
+    let rule_json = |rule: RuleId| {
+        let r = &policy.rules[rule.0 as usize];
+        let (line, _) = files.line_col(policy.file, r.span.start);
+        serde_json::json!({"index": rule.0 + 1, "label": r.label, "text": r.identity, "line": line})
+    };
+    serde_json::json!({
+        "policy": name,
+        "packets": cov.packets,
+        "rules": {
+            "covered": cov.rules_covered(),
+            "total": cov.rules.len(),
+            "percent": coverage::percent(cov.rules_covered(), cov.rules.len()),
+            "not_reached": cov.rules.iter().filter(|r| !r.1).map(|r| rule_json(r.0)).collect::<Vec<_>>(),
+        },
+        "phases": {
+            "reached": cov.phases.iter().filter(|p| p.1).map(|p| phase_name(p.0)).collect::<Vec<_>>(),
+            "not_reached": cov.phases.iter().filter(|p| !p.1).map(|p| phase_name(p.0)).collect::<Vec<_>>(),
+        },
+        "regions": {
+            "covered": cov.regions_covered(),
+            "total": cov.regions.len(),
+            "percent": coverage::percent(cov.regions_covered(), cov.regions.len()),
+            "not_exercised": cov.regions.iter().filter(|r| !r.1).map(|(region, _)| {
+                let d = region.decisions[0];
+                serde_json::json!({
+                    "verdict": verdict_name(d.verdict()),
+                    "match": describer.matcher(region),
+                    "decided_by": diff::decision_text(policy, d),
+                    "example": regions::example(region).map(|p| regions::packet_text(&p)),
+                })
+            }).collect::<Vec<_>>(),
+        },
+    })
 }
 
 /// The last line of `patronusc test` and its exit status: "ok" only when

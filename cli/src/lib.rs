@@ -8,10 +8,12 @@ pub mod cmd_apply;
 pub mod cmd_build;
 pub mod cmd_check;
 pub mod cmd_confirm;
+pub mod cmd_diff;
 pub mod cmd_explain;
 pub mod cmd_fmt;
 pub mod cmd_generate;
 pub mod cmd_log;
+pub mod cmd_snapshot;
 pub mod cmd_stats;
 pub mod cmd_table;
 pub mod cmd_test;
@@ -78,6 +80,8 @@ fn dispatch(command: &Command) -> Result<Status, CliError> {
         Command::Fmt(args) => cmd_fmt::run(args),
         Command::Test(args) => cmd_test::run(args),
         Command::Explain(args) => cmd_explain::run(args),
+        Command::Diff(args) => cmd_diff::run(args),
+        Command::Snapshot(args) => cmd_snapshot::run(args),
         Command::Build(args) => cmd_build::run(args),
         Command::Apply(args) => cmd_apply::run_apply(args),
         Command::Status(args) => cmd_apply::run_status(args),

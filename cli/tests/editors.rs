@@ -54,10 +54,9 @@ fn alternatives(regex: &str) -> Vec<&str> {
 
 #[test]
 fn the_textmate_grammar_covers_every_keyword() {
-    let grammar: Value = serde_json::from_str(&repo_file(
-        "editors/textmate/patronus.tmLanguage.json",
-    ))
-    .expect("the TextMate grammar is JSON");
+    let grammar: Value =
+        serde_json::from_str(&repo_file("editors/textmate/patronus.tmLanguage.json"))
+            .expect("the TextMate grammar is JSON");
     assert_eq!(grammar["scopeName"], "source.patronus");
     assert_eq!(grammar["fileTypes"], serde_json::json!(["pf"]));
     let mut regexes = Vec::new();

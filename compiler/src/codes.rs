@@ -2,7 +2,8 @@
 //! report, with its stable code, name, default severity and explanation
 //! (`patronusc explain-code CODE`). Codes are never reused or renumbered.
 //!
-//! P00xx are errors, P01xx are warnings (lints).
+//! P00xx are errors, P01xx are warnings (lints), P02xx report behaviour
+//! changes (`patronusc diff`, `snapshot --check`).
 
 use crate::diag::Severity;
 
@@ -33,6 +34,10 @@ pub enum Code {
     UnusedTable,
     NdpDropped,
     UnreachableLimit,
+    // Behaviour changes
+    VerdictChanged,
+    DecisionChanged,
+    SnapshotMismatch,
 }
 
 pub struct CodeInfo {
@@ -71,6 +76,9 @@ impl Code {
         // Appended, not in code order: SARIF's ruleIndex of the others stays.
         Code::ExpansionLimit,
         Code::KernelLimit,
+        Code::VerdictChanged,
+        Code::DecisionChanged,
+        Code::SnapshotMismatch,
     ];
 
     pub fn info(self) -> CodeInfo {
@@ -236,6 +244,27 @@ impl Code {
                 Warning,
                 "a limit that no allow rule could ever reach",
                 include_str!("../explain/P0107.md"),
+            ),
+            Code::VerdictChanged => (
+                "P0201",
+                "verdict-changed",
+                Warning,
+                "packets whose verdict a policy change flips (`patronusc diff`)",
+                include_str!("../explain/P0201.md"),
+            ),
+            Code::DecisionChanged => (
+                "P0202",
+                "decision-changed",
+                Warning,
+                "packets decided by another phase or rule after a change (`diff --all`)",
+                include_str!("../explain/P0202.md"),
+            ),
+            Code::SnapshotMismatch => (
+                "P0203",
+                "snapshot-mismatch",
+                Error,
+                "the policy no longer behaves as its verdict snapshot records",
+                include_str!("../explain/P0203.md"),
             ),
         };
         CodeInfo {

@@ -9,7 +9,9 @@ mod check;
 pub mod codes;
 #[cfg(feature = "corpus")]
 pub mod corpus;
+pub mod coverage;
 pub mod diag;
+pub mod diff;
 pub mod frame;
 pub mod interp;
 pub mod ir;
@@ -17,8 +19,10 @@ pub mod limits;
 pub mod lints;
 pub mod net;
 pub mod packet;
+pub mod regions;
 pub mod render;
 pub mod semantics;
+pub mod snapshot;
 #[cfg(feature = "testgen")]
 pub mod testgen;
 pub mod typed;

@@ -733,7 +733,10 @@ mod tests {
                     Some(n) => {
                         let by_number = check(&format!("allow {keyword} type {n}\n"));
                         let icmp = |a: &Analysis| {
-                            a.checked.policy.as_ref().map(|p| p.rules[0].matcher.icmp.clone())
+                            a.checked
+                                .policy
+                                .as_ref()
+                                .map(|p| p.rules[0].matcher.icmp.clone())
                         };
                         assert!(by_name.checked.diagnostics.is_empty(), "{keyword} {name}");
                         assert_eq!(icmp(&by_name), icmp(&by_number), "{keyword} {name}");
