@@ -559,7 +559,66 @@ pub fn regions(sides: &[Side], mode: Mode) -> Vec<Region> {
     for family in [Family::Ipv4, Family::Ipv6] {
         engine.walk_family(family, &mut out);
     }
-    out
+    merge(out)
+}
+
+/// Merges regions with the same family and decisions that differ in one
+/// field only (the union of that field's sets is then exactly their
+/// union), until none do: the walk splits per cell, a reader wants
+/// `proto !tcp` rather than one line per protocol. Keeps the walk's order
+/// (by each merged group's first region).
+pub fn merge(regions: Vec<Region>) -> Vec<Region> {
+    let mut regions: Vec<Region> = regions
+        .into_iter()
+        .map(|mut r| {
+            for dim in Dim::ALL {
+                if let FieldSet::Set(set) = &r.fields[dim.index()]
+                    && *set == dim.domain(r.family)
+                {
+                    r.fields[dim.index()] = FieldSet::Any;
+                }
+            }
+            r
+        })
+        .collect();
+    loop {
+        let mut changed = false;
+        for dim in Dim::ALL {
+            let i = dim.index();
+            let mut groups: FxMap<(Family, Vec<Decision>, Vec<FieldSet>), usize> = FxMap::default();
+            let mut out: Vec<Region> = Vec::with_capacity(regions.len());
+            for r in regions {
+                let FieldSet::Set(set) = &r.fields[i] else {
+                    out.push(r);
+                    continue;
+                };
+                let mut rest: Vec<FieldSet> = r.fields.to_vec();
+                rest[i] = FieldSet::Any;
+                match groups.entry((r.family, r.decisions.clone(), rest)) {
+                    std::collections::hash_map::Entry::Occupied(e) => {
+                        let target = &mut out[*e.get()];
+                        if let FieldSet::Set(t) = &mut target.fields[i] {
+                            let mut all = std::mem::take(&mut t.0);
+                            all.extend(set.0.iter().copied());
+                            *t = Ranges::from_unsorted(all);
+                            if *t == dim.domain(r.family) {
+                                target.fields[i] = FieldSet::Any;
+                            }
+                        }
+                        changed = true;
+                    }
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(out.len());
+                        out.push(r);
+                    }
+                }
+            }
+            regions = out;
+        }
+        if !changed {
+            return regions;
+        }
+    }
 }
 
 /// Every region of one policy, split in the fixed field order (protocol,
@@ -573,7 +632,7 @@ pub fn regions_canonical(side: Side) -> Vec<Region> {
     for family in [Family::Ipv4, Family::Ipv6] {
         engine.walk_family(family, &mut out);
     }
-    out
+    merge(out)
 }
 
 /// Whether two sides' decisions count as the same (rules by identity).
