@@ -198,7 +198,7 @@ pub fn rate_text(r: &Rate) -> String {
 fn duration_text(ns: u64) -> String {
     const S: u64 = 1_000_000_000;
     for (unit, size) in [("d", 86_400 * S), ("h", 3600 * S), ("m", 60 * S), ("s", S)] {
-        if ns >= size && ns % size == 0 {
+        if ns >= size && ns.is_multiple_of(size) {
             return format!("{}{unit}", ns / size);
         }
     }

@@ -344,6 +344,12 @@ enum Look {
     Absent,
 }
 
+/// A classifier's answer over a run of keys: `(lo, hi, look)`.
+type Segment = (u128, u128, Look);
+
+/// An inclusive run of keys.
+type Range = (u128, u128);
+
 fn look_bits(c: &Classifier, look: Look) -> &[u64] {
     match look {
         Look::Entry(i) => c.entry(i as usize),
@@ -804,7 +810,7 @@ impl<'a> Engine<'a> {
         let classifier: Vec<Option<usize>> = (0..self.columns.len())
             .map(|col| self.classifier(col, dim, family).map(|(i, _)| i))
             .collect();
-        let maps: Vec<(usize, Vec<(u128, u128, Look)>)> = classifier
+        let maps: Vec<(usize, Vec<Segment>)> = classifier
             .iter()
             .enumerate()
             .filter_map(|(col, ci)| {
@@ -835,9 +841,7 @@ impl<'a> Engine<'a> {
             }
             let class = class_of(dim, family, lo);
             if dim == Dim::Vlan && class == class::UNTAGGED {
-                for l in &mut looks {
-                    *l = Look::Absent;
-                }
+                looks.fill(Look::Absent);
             }
             let piece = Ranges::single(lo, hi).intersect(&domain);
             if piece.is_empty() {
@@ -1084,7 +1088,7 @@ impl<'a> Engine<'a> {
                 })
                 .collect()
         };
-        let mut groups: FxMap<(u8, Vec<Bits>), Vec<(u128, u128)>> = FxMap::default();
+        let mut groups: FxMap<(u8, Vec<Bits>), Vec<Range>> = FxMap::default();
         let mut special_by_class: Vec<Vec<(u128, u128)>> = vec![Vec::new(); 4];
         for &cid in &special {
             let cell = &part.cells[cid as usize];

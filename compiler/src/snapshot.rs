@@ -108,7 +108,7 @@ fn stateful_lines(policy: &Policy) -> Vec<String> {
 }
 
 fn secs(ns: u64) -> String {
-    if ns % 1_000_000_000 == 0 {
+    if ns.is_multiple_of(1_000_000_000) {
         format!("{}s", ns / 1_000_000_000)
     } else {
         format!("{}ms", ns / 1_000_000)
