@@ -14,13 +14,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use clap::{Args, ValueEnum};
-use patronus_compiler::diag::{Diagnostic, FileId, Files, Label};
+use patronus_compiler::diag::{Diagnostic, FileId, Files};
 use patronus_compiler::diff::{self, Describer, PolicyDiff, RuleChange, decision_text};
 use patronus_compiler::ir::{self, Program};
 use patronus_compiler::regions::{self, Decision, Dim, FieldSet, Region, Side};
 use patronus_compiler::typed::Policy;
-use patronus_compiler::{LoadedFile, TableLoader, check, codes::Code, render};
-use patronus_grammar::ast::Span;
+use patronus_compiler::{LoadedFile, TableLoader, check, render};
 use serde_json::{Value, json};
 
 use crate::common::{
@@ -338,11 +337,6 @@ fn example_text(r: &Region) -> String {
 }
 
 impl Report<'_> {
-    fn rule_label(&self, side: &LoadedPolicy, d: Decision, message: String) -> Option<Label> {
-        let rule = side.policy.rules.get(d.rule()?.0 as usize)?;
-        Some(Label::new(side.file, rule.span, message))
-    }
-
     fn summary(&self) -> String {
         let n = self.diff.verdict_changes();
         let to_drop = self
@@ -371,58 +365,8 @@ impl Report<'_> {
         s
     }
 
-    /// One diagnostic per region (P0201 / P0202), pointing at the deciding
-    /// rules of both sides.
     pub fn diagnostics(&self) -> Vec<Diagnostic> {
-        let mut describer = Describer::new(MAX_ITEMS);
-        let mut out = Vec::new();
-        for r in &self.diff.regions {
-            let (od, nd) = (r.decisions[0], r.decisions[1]);
-            let matcher = describer.matcher(r);
-            let verdict_change = changes_verdict(r);
-            let (code, message) = if verdict_change {
-                (Code::VerdictChanged, format!("{}: {matcher}", arrow(r)))
-            } else {
-                (
-                    Code::DecisionChanged,
-                    format!(
-                        "{} (decided differently): {matcher}",
-                        diff::verdict_name(nd.verdict())
-                    ),
-                )
-            };
-            let new_label = self.rule_label(
-                self.new,
-                nd,
-                format!("new: {} by this rule", diff::verdict_name(nd.verdict())),
-            );
-            let old_label = self.rule_label(
-                self.old,
-                od,
-                format!("old: {} by this rule", diff::verdict_name(od.verdict())),
-            );
-            let (primary, secondary) = match (new_label, old_label) {
-                (Some(n), o) => (n, o),
-                (None, Some(o)) => (o, None),
-                (None, None) => (
-                    Label::new(
-                        self.new.file,
-                        Span::new(0, 0),
-                        "decided without a rule on both sides",
-                    ),
-                    None,
-                ),
-            };
-            let mut d = Diagnostic::new(code, message, primary)
-                .with_note(format!("example: {}", example_text(r)))
-                .with_note(format!("old: {}", decision_text(&self.old.policy, od)))
-                .with_note(format!("new: {}", decision_text(&self.new.policy, nd)));
-            if let Some(s) = secondary {
-                d = d.with_secondary(s);
-            }
-            out.push(d);
-        }
-        out
+        diff::diagnostics(self.diff, &self.old.policy, &self.new.policy, MAX_ITEMS)
     }
 
     fn option_lines(&self) -> Vec<String> {

@@ -15,10 +15,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use patronus_compiler::codes::Code;
-use patronus_compiler::diag::{Diagnostic, Files, Label};
+use patronus_compiler::diag::Files;
 use patronus_compiler::{render, snapshot};
-use patronus_grammar::ast::Span;
 
 use crate::cmd_diff::{Source, load_policy};
 use crate::common::{CliError, ColorArgs, Status, read_text, write_stdout};
@@ -110,8 +108,7 @@ pub fn run(args: &SnapshotArgs) -> Result<Status, CliError> {
     Ok(Status::failure_if(failed))
 }
 
-/// P0203 on the first snapshot line that no longer holds, with every
-/// removed (`-`) and added (`+`) line as notes.
+/// The P0203 diagnostic, rendered with the stored snapshot as its source.
 fn render_mismatch(
     policy: &Path,
     snap: &Path,
@@ -120,30 +117,9 @@ fn render_mismatch(
     color: bool,
 ) -> String {
     let mut files = Files::new();
-    let file = files.add(snap.display().to_string(), stored.to_string());
-    let line_span = |line: usize| {
-        let start: usize = stored
-            .split_inclusive('\n')
-            .take(line.saturating_sub(1))
-            .map(str::len)
-            .sum();
-        let len = stored[start..].find('\n').unwrap_or(stored.len() - start);
-        Span::new(start, start + len)
-    };
-    let primary = match m.removed.first() {
-        Some((line, _)) => Label::new(file, line_span(*line), "no longer holds"),
-        None => Label::new(file, line_span(1), "the policy now has more regions"),
-    };
-    let mut d = Diagnostic::new(
-        Code::SnapshotMismatch,
-        format!("{} no longer matches {}", policy.display(), snap.display()),
-        primary,
-    );
-    for (_, l) in &m.removed {
-        d = d.with_note(format!("- {l}"));
-    }
-    for l in &m.added {
-        d = d.with_note(format!("+ {l}"));
-    }
+    let snap_name = snap.display().to_string();
+    let file = files.add(snap_name.clone(), stored.to_string());
+    let d =
+        snapshot::mismatch_diagnostic(&policy.display().to_string(), file, &snap_name, stored, m);
     render::human(&files, &[d], color)
 }

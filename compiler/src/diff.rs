@@ -8,7 +8,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
-use patronus_grammar::ast::{Action, Verdict};
+use patronus_grammar::ast::{Action, Span, Verdict};
+
+use crate::codes::Code;
+use crate::diag::{Diagnostic, Label};
 
 use crate::frame::tcp_flags_invalid;
 use crate::regions::{self, Decision, Dim, FieldSet, Mode, Ranges, Region, Side, VLAN_UNTAGGED};
@@ -195,7 +198,7 @@ pub fn rate_text(r: &Rate) -> String {
 fn duration_text(ns: u64) -> String {
     const S: u64 = 1_000_000_000;
     for (unit, size) in [("d", 86_400 * S), ("h", 3600 * S), ("m", 60 * S), ("s", S)] {
-        if ns >= size && ns % size == 0 {
+        if ns >= size && ns.is_multiple_of(size) {
             return format!("{}{unit}", ns / size);
         }
     }
@@ -259,6 +262,84 @@ fn option_changes(a: &Options, b: &Options) -> Vec<OptionChange> {
         ("timeout icmp", ta.icmp, tb.icmp),
     ] {
         push(name, duration_text(x), duration_text(y));
+    }
+    out
+}
+
+// ---- diagnostics ----
+
+/// One diagnostic per region: P0201 when the verdict changes, P0202 when
+/// only the deciding phase or rule does; the primary label on the new
+/// side's deciding rule (else the old side's), the other side's rule as a
+/// secondary label, then an example packet and both decisions as notes.
+/// Lists in the message are cut after `max_items` items (0: never).
+pub fn diagnostics(
+    d: &PolicyDiff,
+    old: &Policy,
+    new: &Policy,
+    max_items: usize,
+) -> Vec<Diagnostic> {
+    let mut describer = Describer::new(max_items);
+    let rule_label = |p: &Policy, dec: Decision, message: String| -> Option<Label> {
+        let rule = p.rules.get(dec.rule()?.0 as usize)?;
+        Some(Label::new(p.file, rule.span, message))
+    };
+    let mut out = Vec::new();
+    for r in &d.regions {
+        let (od, nd) = (r.decisions[0], r.decisions[1]);
+        let matcher = describer.matcher(r);
+        let (code, message) = if od.verdict() != nd.verdict() {
+            (
+                Code::VerdictChanged,
+                format!(
+                    "{} → {}: {matcher}",
+                    verdict_name(od.verdict()),
+                    verdict_name(nd.verdict())
+                ),
+            )
+        } else {
+            (
+                Code::DecisionChanged,
+                format!(
+                    "{} (decided differently): {matcher}",
+                    verdict_name(nd.verdict())
+                ),
+            )
+        };
+        let new_label = rule_label(
+            new,
+            nd,
+            format!("new: {} by this rule", verdict_name(nd.verdict())),
+        );
+        let old_label = rule_label(
+            old,
+            od,
+            format!("old: {} by this rule", verdict_name(od.verdict())),
+        );
+        let (primary, secondary) = match (new_label, old_label) {
+            (Some(n), o) => (n, o),
+            (None, Some(o)) => (o, None),
+            (None, None) => (
+                Label::new(
+                    new.file,
+                    Span::new(0, 0),
+                    "decided without a rule on both sides",
+                ),
+                None,
+            ),
+        };
+        let example = regions::example(r).map_or_else(
+            || "none (only land packets)".to_string(),
+            |p| regions::packet_text(&p),
+        );
+        let mut diag = Diagnostic::new(code, message, primary)
+            .with_note(format!("example: {example}"))
+            .with_note(format!("old: {}", decision_text(old, od)))
+            .with_note(format!("new: {}", decision_text(new, nd)));
+        if let Some(s) = secondary {
+            diag = diag.with_secondary(s);
+        }
+        out.push(diag);
     }
     out
 }

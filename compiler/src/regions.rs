@@ -344,6 +344,12 @@ enum Look {
     Absent,
 }
 
+/// A classifier's answer over a run of keys: `(lo, hi, look)`.
+type Segment = (u128, u128, Look);
+
+/// An inclusive run of keys.
+type Range = (u128, u128);
+
 fn look_bits(c: &Classifier, look: Look) -> &[u64] {
     match look {
         Look::Entry(i) => c.entry(i as usize),
@@ -559,7 +565,66 @@ pub fn regions(sides: &[Side], mode: Mode) -> Vec<Region> {
     for family in [Family::Ipv4, Family::Ipv6] {
         engine.walk_family(family, &mut out);
     }
-    out
+    merge(out)
+}
+
+/// Merges regions with the same family and decisions that differ in one
+/// field only (the union of that field's sets is then exactly their
+/// union), until none do: the walk splits per cell, a reader wants
+/// `proto !tcp` rather than one line per protocol. Keeps the walk's order
+/// (by each merged group's first region).
+pub fn merge(regions: Vec<Region>) -> Vec<Region> {
+    let mut regions: Vec<Region> = regions
+        .into_iter()
+        .map(|mut r| {
+            for dim in Dim::ALL {
+                if let FieldSet::Set(set) = &r.fields[dim.index()]
+                    && *set == dim.domain(r.family)
+                {
+                    r.fields[dim.index()] = FieldSet::Any;
+                }
+            }
+            r
+        })
+        .collect();
+    loop {
+        let mut changed = false;
+        for dim in Dim::ALL {
+            let i = dim.index();
+            let mut groups: FxMap<(Family, Vec<Decision>, Vec<FieldSet>), usize> = FxMap::default();
+            let mut out: Vec<Region> = Vec::with_capacity(regions.len());
+            for r in regions {
+                let FieldSet::Set(set) = &r.fields[i] else {
+                    out.push(r);
+                    continue;
+                };
+                let mut rest: Vec<FieldSet> = r.fields.to_vec();
+                rest[i] = FieldSet::Any;
+                match groups.entry((r.family, r.decisions.clone(), rest)) {
+                    std::collections::hash_map::Entry::Occupied(e) => {
+                        let target = &mut out[*e.get()];
+                        if let FieldSet::Set(t) = &mut target.fields[i] {
+                            let mut all = std::mem::take(&mut t.0);
+                            all.extend(set.0.iter().copied());
+                            *t = Ranges::from_unsorted(all);
+                            if *t == dim.domain(r.family) {
+                                target.fields[i] = FieldSet::Any;
+                            }
+                        }
+                        changed = true;
+                    }
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(out.len());
+                        out.push(r);
+                    }
+                }
+            }
+            regions = out;
+        }
+        if !changed {
+            return regions;
+        }
+    }
 }
 
 /// Every region of one policy, split in the fixed field order (protocol,
@@ -573,7 +638,7 @@ pub fn regions_canonical(side: Side) -> Vec<Region> {
     for family in [Family::Ipv4, Family::Ipv6] {
         engine.walk_family(family, &mut out);
     }
-    out
+    merge(out)
 }
 
 /// Whether two sides' decisions count as the same (rules by identity).
@@ -745,7 +810,7 @@ impl<'a> Engine<'a> {
         let classifier: Vec<Option<usize>> = (0..self.columns.len())
             .map(|col| self.classifier(col, dim, family).map(|(i, _)| i))
             .collect();
-        let maps: Vec<(usize, Vec<(u128, u128, Look)>)> = classifier
+        let maps: Vec<(usize, Vec<Segment>)> = classifier
             .iter()
             .enumerate()
             .filter_map(|(col, ci)| {
@@ -776,9 +841,7 @@ impl<'a> Engine<'a> {
             }
             let class = class_of(dim, family, lo);
             if dim == Dim::Vlan && class == class::UNTAGGED {
-                for l in &mut looks {
-                    *l = Look::Absent;
-                }
+                looks.fill(Look::Absent);
             }
             let piece = Ranges::single(lo, hi).intersect(&domain);
             if piece.is_empty() {
@@ -1025,7 +1088,7 @@ impl<'a> Engine<'a> {
                 })
                 .collect()
         };
-        let mut groups: FxMap<(u8, Vec<Bits>), Vec<(u128, u128)>> = FxMap::default();
+        let mut groups: FxMap<(u8, Vec<Bits>), Vec<Range>> = FxMap::default();
         let mut special_by_class: Vec<Vec<(u128, u128)>> = vec![Vec::new(); 4];
         for &cid in &special {
             let cell = &part.cells[cid as usize];

@@ -10,6 +10,10 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
+use patronus_grammar::ast::Span;
+
+use crate::codes::Code;
+use crate::diag::{Diagnostic, FileId, Label};
 use crate::diff::{self, Describer, decision_text, verdict_name};
 use crate::ir::Program;
 use crate::regions::{self, Side};
@@ -104,7 +108,7 @@ fn stateful_lines(policy: &Policy) -> Vec<String> {
 }
 
 fn secs(ns: u64) -> String {
-    if ns % 1_000_000_000 == 0 {
+    if ns.is_multiple_of(1_000_000_000) {
         format!("{}s", ns / 1_000_000_000)
     } else {
         format!("{}ms", ns / 1_000_000)
@@ -155,6 +159,47 @@ pub fn compare(stored: &str, current: &str) -> Mismatch {
             .push((1, stored.lines().next().unwrap_or("").to_string()));
     }
     m
+}
+
+/// P0203 on the first stored line that no longer holds (in `snap_file`,
+/// which holds `stored`), with every removed (`-`) and added (`+`) line
+/// as notes.
+pub fn mismatch_diagnostic(
+    policy_name: &str,
+    snap_file: FileId,
+    snap_name: &str,
+    stored: &str,
+    m: &Mismatch,
+) -> Diagnostic {
+    let line_span = |line: usize| {
+        let start: usize = stored
+            .split_inclusive('\n')
+            .take(line.saturating_sub(1))
+            .map(str::len)
+            .sum();
+        let start = start.min(stored.len());
+        let len = stored[start..].find('\n').unwrap_or(stored.len() - start);
+        Span::new(start, start + len)
+    };
+    let primary = match m.removed.first() {
+        Some((line, _)) => Label::new(snap_file, line_span(*line), "no longer holds"),
+        None => Label::new(snap_file, line_span(1), "the policy now has more regions"),
+    };
+    let mut d = Diagnostic::new(
+        Code::SnapshotMismatch,
+        format!("{policy_name} no longer matches {snap_name}"),
+        primary,
+    )
+    .with_help(format!(
+        "if the change is intended: `patronusc snapshot --update {policy_name}`"
+    ));
+    for (_, l) in &m.removed {
+        d = d.with_note(format!("- {l}"));
+    }
+    for l in &m.added {
+        d = d.with_note(format!("+ {l}"));
+    }
+    d
 }
 
 #[cfg(test)]

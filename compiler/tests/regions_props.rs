@@ -85,7 +85,7 @@ fn find<'r>(regions: &'r [Region], p: &Packet) -> Vec<&'r Region> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 1500, ..ProptestConfig::default() })]
 
     #[test]
     fn diff_regions_are_exact(
@@ -131,6 +131,11 @@ proptest! {
             }
         }
     }
+
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 800, ..ProptestConfig::default() })]
 
     #[test]
     fn snapshot_regions_partition_the_space(
