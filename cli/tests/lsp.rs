@@ -484,3 +484,32 @@ fn table_files_load_beside_the_document() {
     client.notify("exit", Value::Null);
     assert_eq!(client.exit_code(), 0);
 }
+
+/// 50,000 rules, each with a host-bits warning: the diagnostics arrive
+/// whole and in time (each file is indexed once, not once per diagnostic:
+/// converting them one index each took minutes).
+#[test]
+fn a_large_policy_gets_all_its_diagnostics() {
+    let dir = TempDir::new("lsp-large");
+    let mut policy = String::with_capacity(3_000_000);
+    for i in 0..50_000u32 {
+        let (a, b, c) = (i >> 15 & 255, i >> 7 & 255, (i & 127) * 2 + 1);
+        policy.push_str(&format!("allow tcp from 10.{a}.{b}.{c}/31 to port 22\n"));
+    }
+    dir.write("large.pf", &policy);
+    let mut client = Client::start(&dir);
+    client.initialize();
+    let uri = format!("{}/large.pf", client.dir_uri);
+    let started = std::time::Instant::now();
+    let published = open(&mut client, &uri, &policy);
+    let elapsed = started.elapsed();
+    let diagnostics = published["diagnostics"].as_array().expect("diagnostics");
+    assert_eq!(diagnostics.len(), 50_000);
+    assert_eq!(diagnostics[49_999]["range"]["start"]["line"], 49_999);
+    assert!(elapsed.as_secs() < 60, "took {elapsed:?}");
+    eprintln!("50,000 diagnostics published in {elapsed:?}");
+    let shutdown = client.request("shutdown", Value::Null);
+    assert_eq!(shutdown["result"], Value::Null);
+    client.notify("exit", Value::Null);
+    assert_eq!(client.exit_code(), 0);
+}

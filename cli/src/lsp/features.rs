@@ -34,13 +34,13 @@ pub const EXPLAIN_COMMAND: &str = "patronus.explain";
 pub fn diagnostics(uri: &Uri, a: &Analysis) -> Vec<(Uri, Vec<LspDiagnostic>)> {
     let mut by_file: Vec<(Uri, Vec<LspDiagnostic>)> = vec![(uri.clone(), Vec::new())];
     let mut slot: HashMap<usize, usize> = HashMap::from([(a.file.0, 0)]);
+    let mut places = Places::new(uri, a);
     for d in &a.checked.diagnostics {
         let file = d.primary.file.0;
         let index = match slot.get(&file) {
             Some(&i) => i,
             None => {
-                let path = std::path::Path::new(&a.files.get(d.primary.file).name);
-                let Some(file_uri) = path.canonicalize().ok().and_then(|p| path_to_uri(&p)) else {
+                let Some(file_uri) = places.uri(d.primary.file) else {
                     continue;
                 };
                 by_file.push((file_uri, Vec::new()));
@@ -48,25 +48,60 @@ pub fn diagnostics(uri: &Uri, a: &Analysis) -> Vec<(Uri, Vec<LspDiagnostic>)> {
                 by_file.len() - 1
             }
         };
-        let converted = to_lsp(uri, a, d);
+        let converted = to_lsp(&mut places, d);
         by_file[index].1.push(converted);
     }
     by_file
 }
 
+/// The URI and line index of each file of an analysis, made once: a
+/// policy with a hundred thousand diagnostics must not index its text a
+/// hundred thousand times.
+pub struct Places<'a> {
+    uri: &'a Uri,
+    a: &'a Analysis,
+    indexes: HashMap<usize, LineIndex<'a>>,
+    uris: HashMap<usize, Option<Uri>>,
+}
+
+impl<'a> Places<'a> {
+    pub fn new(uri: &'a Uri, a: &'a Analysis) -> Self {
+        Places {
+            uri,
+            a,
+            indexes: HashMap::new(),
+            uris: HashMap::new(),
+        }
+    }
+
+    fn uri(&mut self, file: patronus_compiler::diag::FileId) -> Option<Uri> {
+        if file == self.a.file {
+            return Some(self.uri.clone());
+        }
+        let a = self.a;
+        self.uris
+            .entry(file.0)
+            .or_insert_with(|| {
+                let path = std::path::Path::new(&a.files.get(file).name);
+                path.canonicalize().ok().and_then(|p| path_to_uri(&p))
+            })
+            .clone()
+    }
+
+    fn range(&mut self, file: patronus_compiler::diag::FileId, span: Span) -> Range {
+        let a = self.a;
+        self.indexes
+            .entry(file.0)
+            .or_insert_with(|| LineIndex::new(&a.files.get(file).text))
+            .range(span)
+    }
+}
+
 /// One compiler diagnostic as the protocol has it: the same code, span,
 /// message, help and notes as `patronusc check`; secondary labels become
 /// related information.
-pub fn to_lsp(uri: &Uri, a: &Analysis, d: &Diagnostic) -> LspDiagnostic {
+pub fn to_lsp(places: &mut Places, d: &Diagnostic) -> LspDiagnostic {
     let info = d.code.info();
-    let file_uri = |file: patronus_compiler::diag::FileId| -> Option<Uri> {
-        if file == a.file {
-            return Some(uri.clone());
-        }
-        let path = std::path::Path::new(&a.files.get(file).name);
-        path.canonicalize().ok().and_then(|p| path_to_uri(&p))
-    };
-    let range_in = |file, span| LineIndex::new(&a.files.get(file).text).range(span);
     let mut message = d.message.clone();
     if let Some(help) = &d.help {
         let _ = write!(message, "\nhelp: {help}");
@@ -79,13 +114,13 @@ pub fn to_lsp(uri: &Uri, a: &Analysis, d: &Diagnostic) -> LspDiagnostic {
         .iter()
         .filter_map(|l| {
             Some(DiagnosticRelatedInformation {
-                location: Location::new(file_uri(l.file)?, range_in(l.file, l.span)),
+                location: Location::new(places.uri(l.file)?, places.range(l.file, l.span)),
                 message: l.message.clone(),
             })
         })
         .collect();
     LspDiagnostic {
-        range: range_in(d.primary.file, d.primary.span),
+        range: places.range(d.primary.file, d.primary.span),
         severity: Some(match d.severity {
             Severity::Error => DiagnosticSeverity::ERROR,
             Severity::Warning => DiagnosticSeverity::WARNING,
@@ -485,15 +520,17 @@ pub fn code_actions(uri: &Uri, a: &Analysis, range: Range) -> Vec<CodeAction> {
     let index = LineIndex::new(text);
     let wanted = Span::new(index.offset(range.start), index.offset(range.end));
     let mut out = Vec::new();
+    let mut places = Places::new(uri, a);
     for d in &a.checked.diagnostics {
         let span = d.primary.span;
         if d.primary.file != a.file || span.start > wanted.end || wanted.start > span.end {
             continue;
         }
+        let diagnostic = to_lsp(&mut places, d);
         let fix = |title: String, span: Span, new_text: String, preferred: bool| CodeAction {
             title,
             kind: Some(CodeActionKind::QUICKFIX),
-            diagnostics: Some(vec![to_lsp(uri, a, d)]),
+            diagnostics: Some(vec![diagnostic.clone()]),
             edit: Some(WorkspaceEdit {
                 changes: Some(HashMap::from([(
                     uri.clone(),
