@@ -31,7 +31,6 @@
 //!   benchmark harnesses), optionally recording `--out` flows in conntrack.
 
 use std::fmt::Write as _;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -44,6 +43,9 @@ use patronus_compiler::typed::Policy;
 use patronus_compiler::{LoadedFile, TableLoader};
 use patronus_runtime::install::{self, Pins, XdpMode};
 use patronus_runtime::{ProgramKind, RuntimeError};
+
+use crate::cmd_confirm::Watcher;
+use crate::txn::{Op, Txn};
 use serde::{Deserialize, Serialize};
 
 use crate::cmd_test::phase_name;
@@ -73,7 +75,8 @@ impl Roots {
         self.state_root.join(iface).join("meta.json")
     }
 
-    /// Interfaces with a policy installed under the pin root.
+    /// Interfaces with a policy installed under the pin root, or with an
+    /// unfinished change or a pending confirmation in the state root.
     pub fn interfaces(&self) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(&self.pin_root)
             .map(|entries| {
@@ -84,7 +87,18 @@ impl Roots {
                     .collect()
             })
             .unwrap_or_default();
+        if let Ok(entries) = std::fs::read_dir(&self.state_root) {
+            names.extend(
+                entries
+                    .flatten()
+                    .filter(|e| {
+                        e.path().join("txn.json").exists() || e.path().join("pending.json").exists()
+                    })
+                    .filter_map(|e| e.file_name().into_string().ok()),
+            );
+        }
         names.sort();
+        names.dedup();
         names
     }
 }
@@ -244,6 +258,10 @@ pub struct Meta {
     /// The kernel id of the XDP program loaded for `object_hash`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub xdp_prog_id: Option<u32>,
+    /// The kernel id of its tc egress program: `status` checks that the
+    /// pair runs together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tc_prog_id: Option<u32>,
 }
 
 pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
@@ -447,43 +465,9 @@ fn compile_text_edited(
     }))
 }
 
-/// An exclusive `flock` on the interface's lock file, released on drop.
-pub(crate) struct ApplyLock {
-    _held: File,
-}
-
-impl ApplyLock {
-    pub(crate) fn take(dir: &Path) -> Result<ApplyLock, CliError> {
-        use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| CliError::new(format!("cannot create `{}`: {e}", dir.display())))?;
-        let path = dir.join("lock");
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| CliError::new(format!("cannot open `{}`: {e}", path.display())))?;
-        // Blocks until the other apply on this interface is done.
-        file.lock()
-            .map_err(|e| CliError::new(format!("cannot lock `{}`: {e}", path.display())))?;
-        Ok(ApplyLock { _held: file })
-    }
-}
-
 pub fn read_meta(path: &Path) -> Option<Meta> {
     let text = std::fs::read_to_string(path).ok()?;
     serde_json::from_str(&text).ok()
-}
-
-pub(crate) fn write_meta(path: &Path, meta: &Meta) -> Result<(), CliError> {
-    let text = serde_json::to_string_pretty(meta)
-        .map_err(|e| CliError::new(format!("cannot encode metadata: {e}")))?;
-    write_private(path, &text)
 }
 
 /// Writes a state file readable by its owner only (mode 0600), through a
@@ -509,33 +493,124 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
-/// Adds the replaced policy's counters to the new stats map (see
-/// [`carried_counters`]); returns how many counters were carried. A
+/// Carries the replaced policy's counters into the new stats map (see
+/// [`carried_counters`]) in two steps that keep them monotonic for a
+/// reader: before the swap, the old totals are written into the new map
+/// (not in use yet); after the swap and before the new pins are
+/// published, what the old program counted in between is added. (The
+/// race this closes: the new map used to be published under `maps/stats`
+/// before anything was carried, and a `stats` read in that window saw
+/// the new policy's few packets instead of the running totals.) A
 /// failure here loses statistics, not filtering: it is a warning.
-fn carry_counters(
-    old_stats: &std::os::fd::OwnedFd,
-    previous: &Meta,
-    installed: &install::Installed,
-    new: &[CounterMeta],
-) -> usize {
-    use std::os::fd::AsFd as _;
-    let Some(new_stats) = installed.loaded.map_fd("stats") else {
-        return 0;
-    };
-    let old_values = match install::read_counters(old_stats.as_fd()) {
-        Ok(values) => values,
-        Err(err) => {
-            eprintln!("patronusc: warning: counters of the replaced policy not kept: {err}");
-            return 0;
+struct Carry<'a> {
+    old_stats: std::os::fd::OwnedFd,
+    previous: &'a Meta,
+    new: &'a [CounterMeta],
+    baseline: Vec<Vec<u64>>,
+    carried: usize,
+}
+
+impl Carry<'_> {
+    fn add(&mut self, stats: std::os::fd::BorrowedFd<'_>, values: &[Vec<u64>]) -> usize {
+        let carried = carried_counters(&self.previous.counters, values, self.new);
+        for (index, words) in &carried {
+            patronus_runtime::fault::point("carry counter");
+            if let Err(err) = install::add_counters(stats, *index, words) {
+                eprintln!(
+                    "patronusc: warning: counter {index} of the replaced policy not kept: {err}"
+                );
+            }
         }
-    };
-    let carried = carried_counters(&previous.counters, &old_values, new);
-    for (index, words) in &carried {
-        if let Err(err) = install::add_counters(new_stats, *index, words) {
-            eprintln!("patronusc: warning: counter {index} of the replaced policy not kept: {err}");
+        carried.len()
+    }
+
+    fn read(&self) -> Option<Vec<Vec<u64>>> {
+        use std::os::fd::AsFd as _;
+        match install::read_counters(self.old_stats.as_fd()) {
+            Ok(values) => Some(values),
+            Err(err) => {
+                eprintln!("patronusc: warning: counters of the replaced policy not kept: {err}");
+                None
+            }
         }
     }
-    carried.len()
+
+    fn before(&mut self, loaded: &patronus_runtime::Loaded) {
+        let (Some(stats), Some(values)) = (loaded.map_fd("stats"), self.read()) else {
+            return;
+        };
+        self.carried = self.add(stats, &values);
+        self.baseline = values;
+    }
+
+    fn after(&mut self, loaded: &patronus_runtime::Loaded) {
+        let (Some(stats), Some(values)) = (loaded.map_fd("stats"), self.read()) else {
+            return;
+        };
+        let delta: Vec<Vec<u64>> = values
+            .iter()
+            .enumerate()
+            .map(|(i, words)| {
+                let base = self.baseline.get(i);
+                words
+                    .iter()
+                    .enumerate()
+                    .map(|(w, v)| v.wrapping_sub(base.and_then(|b| b.get(w)).copied().unwrap_or(0)))
+                    .collect()
+            })
+            .collect();
+        self.carried = self.carried.max(self.add(stats, &delta));
+    }
+}
+
+/// The install hooks of an apply: the transaction record and the watcher
+/// before the swap, the counters around it.
+struct ApplyHooks<'a> {
+    roots: &'a Roots,
+    iface: &'a str,
+    txn: &'a mut Txn,
+    carry: Option<Carry<'a>>,
+    watcher: Option<&'a Watcher>,
+    begun: bool,
+}
+
+impl install::Hooks for ApplyHooks<'_> {
+    fn before_swap(
+        &mut self,
+        loaded: &patronus_runtime::Loaded,
+        intent: &install::Intent,
+    ) -> Result<(), RuntimeError> {
+        let to_runtime = |e: CliError| RuntimeError::Io {
+            context: "recording the apply",
+            error: std::io::Error::other(e.to_string()),
+        };
+        self.txn.intent = Some(crate::txn::IntentRecord::of(intent));
+        if let Some(meta) = &mut self.txn.meta {
+            meta.xdp_prog_id = Some(intent.new_xdp);
+            meta.tc_prog_id = intent.new_tc;
+            if intent.fresh {
+                meta.attached_at = now_secs();
+                meta.replaced_at = None;
+            }
+        }
+        if !intent.fresh
+            && let Some(carry) = &mut self.carry
+        {
+            carry.before(loaded);
+        }
+        self.txn.begin(self.roots, self.iface).map_err(to_runtime)?;
+        self.begun = true;
+        if let Some(watcher) = self.watcher {
+            watcher.start(self.roots, self.iface).map_err(to_runtime)?;
+        }
+        Ok(())
+    }
+
+    fn after_swap(&mut self, loaded: &patronus_runtime::Loaded) {
+        if let Some(carry) = &mut self.carry {
+            carry.after(loaded);
+        }
+    }
 }
 
 /// Refuses early, with a clear message (exit 2), when this process
@@ -582,10 +657,19 @@ pub fn run_apply(args: &ApplyArgs) -> Result<Status, CliError> {
             ),
         }
     }
-    let _lock = ApplyLock::take(&args.roots.state_root.join(&iface))?;
+    crate::txn::ignore_hangup();
+    let _lock = crate::txn::settle(&args.roots, &iface)?;
     let confirm = crate::cmd_confirm::before_apply(&args.roots, &iface, args.confirm)?;
     let source = std::fs::canonicalize(&args.policy).unwrap_or_else(|_| args.policy.clone());
-    let report = apply_locked(
+    let (pending, watcher) = match &confirm {
+        Some(plan) => {
+            let (pending, watcher) = plan.arm(!args.no_watcher);
+            (crate::txn::PendingChange::Set(pending), Some(watcher))
+        }
+        None => (crate::txn::PendingChange::Clear, None),
+    };
+    let had_pending = crate::cmd_confirm::pending(&args.roots, &iface).is_some();
+    let mut report = apply_locked_with(
         &args.roots,
         &iface,
         ifindex,
@@ -597,16 +681,20 @@ pub fn run_apply(args: &ApplyArgs) -> Result<Status, CliError> {
             started,
             compile_time,
         },
+        Commit {
+            snapshot: Some(compiled.snapshot.clone()),
+            journal: Some(String::new()),
+            pending,
+            watcher,
+        },
     )?;
-    let mut report = report;
-    crate::cmd_confirm::after_apply(
-        &args.roots,
-        &iface,
-        &compiled.snapshot,
-        confirm,
-        args.no_watcher,
-        &mut report,
-    )?;
+    match &confirm {
+        Some(plan) => plan.report(&iface, &mut report),
+        None if had_pending => {
+            let _ = writeln!(report, "  the pending rollback is cancelled");
+        }
+        None => {}
+    }
     write_stdout(&report)?;
     Ok(Status::Success)
 }
@@ -622,25 +710,15 @@ pub(crate) struct Applying {
     pub(crate) compile_time: Duration,
 }
 
-/// Installs a compiled policy on `iface` (the apply lock held), writes
-/// its metadata, and returns the report.
-pub(crate) fn apply_locked(
-    roots: &Roots,
-    iface: &str,
-    ifindex: u32,
-    compiled: &Compiled,
-    requested_mode: Mode,
-    applying: &Applying,
-) -> Result<String, CliError> {
-    apply_locked_with(
-        roots,
-        iface,
-        ifindex,
-        compiled,
-        requested_mode,
-        applying,
-        false,
-    )
+/// What a change leaves in the state files besides the metadata.
+pub(crate) struct Commit {
+    /// The saved sources (`None`: unchanged).
+    pub(crate) snapshot: Option<Snapshot>,
+    /// The run-time table journal (`Some("")`: removed; `None`: kept).
+    pub(crate) journal: Option<String>,
+    pub(crate) pending: crate::txn::PendingChange,
+    /// `--confirm`: the rollback watcher, started before the swap.
+    pub(crate) watcher: Option<Watcher>,
 }
 
 /// The maps an in-place update rewrites: classifier maps and the
@@ -690,8 +768,9 @@ fn same_object(
         && keys(&previous.counters) == keys(&compiled.counters)
 }
 
-/// [`apply_locked`]; `keep_journal`: the apply comes from `patronusc
-/// table` (the run-time table changes stay recorded), not from files.
+/// Installs a compiled policy on `iface` (the interface lock held,
+/// settled) inside a transaction ([`crate::txn`]): in place when only map
+/// contents change, else a load and an atomic replace. Returns the report.
 pub(crate) fn apply_locked_with(
     roots: &Roots,
     iface: &str,
@@ -699,29 +778,38 @@ pub(crate) fn apply_locked_with(
     compiled: &Compiled,
     requested_mode: Mode,
     applying: &Applying,
-    keep_journal: bool,
+    commit: Commit,
 ) -> Result<String, CliError> {
     let pins = roots.pins(iface);
     let object_hash = format!("{:016x}", fnv1a(&compiled.object.elf));
     let meta_path = roots.meta_path(iface);
     let previous = read_meta(&meta_path);
-    if same_object(previous.as_ref(), compiled, &object_hash, &pins, ifindex) {
+    let mut txn = Txn::new(Op::InPlace);
+    txn.tables = Some(crate::cmd_table::tables_meta(compiled, &object_hash));
+    txn.snapshot = commit.snapshot;
+    txn.journal = commit.journal;
+    txn.pending = commit.pending;
+    let policy_hash = format!("{:016x}", fnv1a(compiled.text.as_bytes()));
+    if let Some(previous) = previous
+        .as_ref()
+        .filter(|p| same_object(Some(p), compiled, &object_hash, &pins, ifindex))
+    {
+        txn.meta = Some(Meta {
+            source: applying.source.clone(),
+            policy_hash: policy_hash.clone(),
+            replaced_at: Some(now_secs()),
+            counters: compiled.counters.clone(),
+            ..previous.clone()
+        });
+        txn.begin(roots, iface)?;
+        if let Some(watcher) = &commit.watcher {
+            watcher.start(roots, iface)?;
+        }
         let started = Instant::now();
         match install::update_in_place(&pins, &content_maps(compiled)) {
             Ok(done) => {
                 let elapsed = started.elapsed();
-                let Some(previous) = previous else {
-                    return Err(CliError::new("internal: no previous metadata"));
-                };
-                let meta = Meta {
-                    source: applying.source.clone(),
-                    policy_hash: format!("{:016x}", fnv1a(compiled.text.as_bytes())),
-                    replaced_at: Some(now_secs()),
-                    counters: compiled.counters.clone(),
-                    ..previous
-                };
-                write_meta(&meta_path, &meta)?;
-                crate::cmd_table::after_apply(roots, iface, compiled, &object_hash, keep_journal)?;
+                txn.commit(roots, iface)?;
                 let mut report = String::new();
                 let _ = writeln!(
                     report,
@@ -743,8 +831,9 @@ pub(crate) fn apply_locked_with(
                 return Ok(report);
             }
             // The pinned maps are not what the metadata says: reload.
-            Err(RuntimeError::ShapeChanged { .. }) => {}
+            Err(RuntimeError::ShapeChanged { .. }) => crate::txn::abort(roots, iface),
             Err(err) => {
+                crate::txn::abort(roots, iface);
                 return Err(CliError::new(format!(
                     "cannot apply the policy (the running program is unchanged): {err}"
                 )));
@@ -756,47 +845,81 @@ pub(crate) fn apply_locked_with(
         Mode::Native => XdpMode::Native,
         Mode::Generic => XdpMode::Generic,
     };
-    // Held open across the swap: the replaced policy's counters, final
-    // once its program no longer runs.
-    let old_stats = pins
-        .installed()
-        .then(|| install::open_map_readonly(&pins.map("stats")).ok())
-        .flatten();
-    let install_started = Instant::now();
-    let installed = install::install(&compiled.object, ifindex, mode, &pins).map_err(
-        runtime_err("cannot apply the policy (the running policy, if any, is unchanged)"),
-    )?;
-    let install_time = install_started.elapsed();
-    let carried = match (&old_stats, &previous, installed.replaced) {
-        (Some(old_stats), Some(previous), true) => {
-            carry_counters(old_stats, previous, &installed, &compiled.counters)
-        }
-        _ => 0,
-    };
-    let mode_name = match (installed.mode, &previous) {
-        (Some(mode), _) => mode.name().to_owned(),
-        (None, Some(previous)) => previous.mode.clone(),
-        (None, None) => "unknown".to_owned(),
-    };
-    let meta = Meta {
+    txn.op = Op::Install;
+    txn.meta = Some(Meta {
         interface: iface.to_owned(),
         source: applying.source.clone(),
-        policy_hash: format!("{:016x}", fnv1a(compiled.text.as_bytes())),
-        mode: mode_name.clone(),
-        attached_at: match (&previous, installed.replaced) {
-            (Some(previous), true) => previous.attached_at,
-            _ => now_secs(),
+        policy_hash,
+        // Known once attached; a recovery that finishes a fresh auto-mode
+        // attachment cannot tell which mode the kernel chose.
+        mode: match (requested_mode, &previous) {
+            (_, Some(previous)) if pins.installed() => previous.mode.clone(),
+            (Mode::Native, _) => "native".to_owned(),
+            (Mode::Generic, _) => "generic".to_owned(),
+            (Mode::Auto, _) => "auto".to_owned(),
         },
-        replaced_at: installed.replaced.then(now_secs),
+        attached_at: previous.as_ref().map_or_else(now_secs, |p| p.attached_at),
+        replaced_at: Some(now_secs()),
         counters: compiled.counters.clone(),
         object_hash: Some(object_hash.clone()),
-        xdp_prog_id: installed
-            .loaded
-            .program_fd(ProgramKind::Xdp)
-            .and_then(|fd| patronus_runtime::sys::prog_id(fd).ok()),
+        xdp_prog_id: None,
+        tc_prog_id: None,
+    });
+    // The replaced policy's counters, final once its program no longer
+    // runs; only from a map the running program uses.
+    let carry = match (&previous, pins.installed()) {
+        (Some(previous), true) => install::live_map(&pins, "stats", true)
+            .ok()
+            .map(|old_stats| Carry {
+                old_stats,
+                previous,
+                new: &compiled.counters,
+                baseline: Vec::new(),
+                carried: 0,
+            }),
+        _ => None,
     };
-    write_meta(&meta_path, &meta)?;
-    crate::cmd_table::after_apply(roots, iface, compiled, &object_hash, keep_journal)?;
+    let install_started = Instant::now();
+    let mut hooks = ApplyHooks {
+        roots,
+        iface,
+        txn: &mut txn,
+        carry,
+        watcher: commit.watcher.as_ref(),
+        begun: false,
+    };
+    let result = install::install(&compiled.object, ifindex, mode, &pins, &mut hooks);
+    let begun = hooks.begun;
+    let carried = hooks.carry.as_ref().map_or(0, |c| c.carried);
+    let installed = match result {
+        Ok(installed) => installed,
+        Err(err) => {
+            if begun {
+                // Whatever the failure left, the transaction's recovery
+                // knows what runs and tidies up to match.
+                if let Err(more) = crate::txn::recover(roots, iface) {
+                    eprintln!("patronusc: {more}");
+                }
+            }
+            return Err(runtime_err(
+                "cannot apply the policy (the running policy, if any, is unchanged)",
+            )(err));
+        }
+    };
+    let install_time = install_started.elapsed();
+    let mut meta = txn
+        .meta
+        .take()
+        .ok_or_else(|| CliError::new("internal: no metadata"))?;
+    if let Some(mode) = installed.mode {
+        meta.mode = mode.name().to_owned();
+    }
+    if !installed.replaced {
+        meta.replaced_at = None;
+    }
+    let mode_name = meta.mode.clone();
+    txn.meta = Some(meta);
+    txn.commit(roots, iface)?;
 
     let mut report = String::new();
     let requested = match requested_mode {
@@ -897,17 +1020,101 @@ struct StatusEntry {
     conntrack_entries: Option<usize>,
     /// What `apply` recorded.
     policy: Option<Meta>,
+    /// An apply with `--confirm` waiting for `patronusc confirm`.
+    confirmation: Option<ConfirmationStatus>,
+    /// What does not agree (kernel, pins, metadata, a change left
+    /// unfinished): `status -i` exits 1 when this is not empty.
+    problems: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct ConfirmationStatus {
+    /// Milliseconds since the Unix epoch.
+    deadline_ms: u64,
+    /// Negative once the deadline has passed.
+    seconds_left: f64,
+    overdue: bool,
+}
+
+/// Finishes an interrupted change and an overdue rollback when this
+/// process may (root, the lock free); else says why the state may be in
+/// flux.
+fn settle_for_status(roots: &Roots, iface: &str, problems: &mut Vec<String>) {
+    let interrupted = crate::txn::interrupted(roots, iface);
+    if install::missing_privileges().is_some() {
+        if matches!(interrupted, Ok(Some(_))) {
+            problems.push(
+                "a change was interrupted and is not finished (run any patronusc command on \
+                 this interface as root)"
+                    .into(),
+            );
+        }
+        return;
+    }
+    match crate::txn::IfaceLock::try_take(roots, iface) {
+        Ok(Some(_lock)) => {
+            if let Err(err) = crate::txn::settle_locked(roots, iface) {
+                problems.push(err.to_string());
+            }
+        }
+        Ok(None) => {
+            if matches!(interrupted, Ok(Some(_))) {
+                problems.push("a change is in progress (another patronusc holds the lock)".into());
+            }
+        }
+        Err(err) => problems.push(err.to_string()),
+    }
 }
 
 fn status_of(roots: &Roots, iface: &str) -> StatusEntry {
+    let mut problems = Vec::new();
+    settle_for_status(roots, iface, &mut problems);
     let pins = roots.pins(iface);
     let xdp = install::pinned_link(&pins.xdp_link());
     let tc = install::pinned_link(&pins.tc_link());
     let conntrack = ["ct_v4", "ct_v6"]
         .iter()
-        .filter_map(|name| install::open_map_readonly(&pins.map(name)).ok())
+        .filter_map(|name| install::live_map(&pins, name, true).ok())
         .map(|fd| install::count_entries(std::os::fd::AsFd::as_fd(&fd)).unwrap_or(0))
         .reduce(|a, b| a + b);
+    let policy = read_meta(&roots.meta_path(iface));
+    if let (Some(meta), Some(xdp)) = (&policy, xdp) {
+        if meta.xdp_prog_id.is_some_and(|id| id != xdp.prog_id) {
+            problems.push(format!(
+                "the XDP program running ({}) is not the one recorded ({})",
+                xdp.prog_id,
+                meta.xdp_prog_id.unwrap_or(0)
+            ));
+        }
+        let tc_running = tc.map(|l| l.prog_id);
+        if meta.xdp_prog_id.is_some() && meta.tc_prog_id != tc_running {
+            problems.push(format!(
+                "the tc egress program running ({}) is not the pair of the XDP program \
+                 (expected {})",
+                tc_running.map_or("none".into(), |id| id.to_string()),
+                meta.tc_prog_id.map_or("none".into(), |id| id.to_string()),
+            ));
+        }
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let confirmation = crate::cmd_confirm::pending(roots, iface).map(|p| {
+        let overdue = now >= p.deadline_ms;
+        if overdue {
+            problems.push(format!(
+                "OVERDUE: the apply was not confirmed and its deadline passed {:.1} s ago, but \
+                 it was not rolled back (the watcher is gone); the next patronusc command on \
+                 this interface run as root rolls it back",
+                (now - p.deadline_ms) as f64 / 1000.0
+            ));
+        }
+        ConfirmationStatus {
+            deadline_ms: p.deadline_ms,
+            seconds_left: (p.deadline_ms as f64 - now as f64) / 1000.0,
+            overdue,
+        }
+    });
     StatusEntry {
         interface: iface.to_owned(),
         installed: xdp.is_some(),
@@ -915,7 +1122,9 @@ fn status_of(roots: &Roots, iface: &str) -> StatusEntry {
         xdp_prog_id: xdp.map(|l| l.prog_id),
         tc_prog_id: tc.map(|l| l.prog_id),
         conntrack_entries: conntrack,
-        policy: read_meta(&roots.meta_path(iface)),
+        policy,
+        confirmation,
+        problems,
     }
 }
 
@@ -925,11 +1134,16 @@ pub fn run_status(args: &StatusArgs) -> Result<Status, CliError> {
         None => args.roots.interfaces(),
     };
     let entries: Vec<StatusEntry> = names.iter().map(|n| status_of(&args.roots, n)).collect();
+    let status = if args.iface.is_some() && entries.iter().any(|e| !e.problems.is_empty()) {
+        Status::Failure
+    } else {
+        Status::Success
+    };
     if args.json {
         let text = serde_json::to_string_pretty(&entries)
             .map_err(|e| CliError::new(format!("cannot encode JSON: {e}")))?;
         write_stdout(&format!("{text}\n"))?;
-        return Ok(Status::Success);
+        return Ok(status);
     }
     let mut out = String::new();
     if entries.is_empty() {
@@ -938,20 +1152,20 @@ pub fn run_status(args: &StatusArgs) -> Result<Status, CliError> {
     for entry in &entries {
         if !entry.installed {
             let _ = writeln!(out, "{}: no policy applied", entry.interface);
-            continue;
+        } else {
+            let _ = writeln!(
+                out,
+                "{}: XDP program {} (ifindex {}){}",
+                entry.interface,
+                entry.xdp_prog_id.unwrap_or(0),
+                entry.ifindex.unwrap_or(0),
+                entry
+                    .tc_prog_id
+                    .map(|id| format!(", tcx egress program {id}"))
+                    .unwrap_or_default()
+            );
         }
-        let _ = writeln!(
-            out,
-            "{}: XDP program {} (ifindex {}){}",
-            entry.interface,
-            entry.xdp_prog_id.unwrap_or(0),
-            entry.ifindex.unwrap_or(0),
-            entry
-                .tc_prog_id
-                .map(|id| format!(", tcx egress program {id}"))
-                .unwrap_or_default()
-        );
-        if let Some(meta) = &entry.policy {
+        if let (true, Some(meta)) = (entry.installed, &entry.policy) {
             let _ = writeln!(out, "  policy: {} (hash {})", meta.source, meta.policy_hash);
             let _ = writeln!(
                 out,
@@ -969,25 +1183,38 @@ pub fn run_status(args: &StatusArgs) -> Result<Status, CliError> {
         if let Some(count) = entry.conntrack_entries {
             let _ = writeln!(out, "  conntrack entries: {count}");
         }
+        if let Some(c) = entry.confirmation.as_ref().filter(|c| !c.overdue) {
+            let _ = writeln!(
+                out,
+                "  confirmation pending: rolled back in {:.1} s unless `patronusc confirm -i {}`",
+                c.seconds_left, entry.interface
+            );
+        }
+        for problem in &entry.problems {
+            let _ = writeln!(out, "  PROBLEM: {problem}");
+        }
     }
     write_stdout(&out)?;
-    Ok(Status::Success)
+    Ok(status)
 }
 
 pub use crate::cmd_stats::run_stats;
 
 pub fn run_unload(args: &UnloadArgs) -> Result<Status, CliError> {
     require_privileges()?;
-    let _lock = ApplyLock::take(&args.roots.state_root.join(&args.iface))?;
+    crate::txn::ignore_hangup();
+    let _lock = crate::txn::settle(&args.roots, &args.iface)?;
     let pins = args.roots.pins(&args.iface);
-    if !install::uninstall(&pins) {
+    if !pins.dir.exists() {
         eprintln!("patronusc: {}: no policy applied", args.iface);
         return Ok(Status::Failure);
     }
-    let _ = std::fs::remove_file(args.roots.meta_path(&args.iface));
-    crate::cmd_table::forget(&args.roots, &args.iface);
-    // A pending `--confirm` rollback would bring a policy back.
-    crate::cmd_confirm::forget(&args.roots, &args.iface);
+    // The state files go with the pins, and a pending `--confirm`
+    // rollback with them (it would bring a policy back).
+    let txn = Txn::new(Op::Unload);
+    txn.begin(&args.roots, &args.iface)?;
+    install::uninstall(&pins);
+    txn.commit(&args.roots, &args.iface)?;
     write_stdout(&format!("unloaded the policy from {}\n", args.iface))?;
     Ok(Status::Success)
 }

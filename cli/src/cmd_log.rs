@@ -89,6 +89,10 @@ pub fn read_events(
     timeout: Option<Duration>,
     emit: &mut dyn FnMut(String) -> Result<(), CliError>,
 ) -> Result<u64, CliError> {
+    if patronus_runtime::install::missing_privileges().is_none() {
+        // Settled first; the lock is not held while events are read.
+        drop(crate::txn::settle(roots, iface)?);
+    }
     let path = roots.pins(iface).map(RINGBUF_NAME);
     if !roots.pins(iface).installed() {
         return Err(CliError::new(format!("{iface}: no policy applied")));

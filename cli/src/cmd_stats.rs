@@ -67,13 +67,19 @@ pub fn collect(args: &StatsArgs) -> Result<Stats, CliError> {
     let mut all = Vec::new();
     for iface in &names {
         let pins = args.roots.pins(iface);
+        // Under the interface lock, settled: the metadata (the counter
+        // layout) and the map read are of one policy, the running one.
+        let _lock = match install::missing_privileges() {
+            None => Some(crate::txn::settle(&args.roots, iface)?),
+            Some(_) => None,
+        };
         let meta = read_meta(&args.roots.meta_path(iface)).ok_or_else(|| {
             CliError::new(format!(
                 "{iface}: no policy metadata in {} (applied by patronusc apply?)",
                 args.roots.state_root.display()
             ))
         })?;
-        let fd = install::open_map_readonly(&pins.map("stats")).map_err(runtime_err(iface))?;
+        let fd = install::live_map(&pins, "stats", true).map_err(runtime_err(iface))?;
         let values =
             install::read_counters(std::os::fd::AsFd::as_fd(&fd)).map_err(runtime_err(iface))?;
         let rows = meta

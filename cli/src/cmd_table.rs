@@ -27,10 +27,8 @@
 //! definitions are unchanged, else a full atomic replace).
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::net::IpAddr;
 use std::os::fd::AsFd as _;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::{Args, Subcommand};
@@ -43,10 +41,11 @@ use patronus_runtime::{install, sys};
 use serde::{Deserialize, Serialize};
 
 use crate::cmd_apply::{
-    ApplyLock, Applying, Compiled, Mode, Roots, Snapshot, apply_locked_with,
-    compile_snapshot_edited, require_privileges, runtime_err, write_private,
+    Applying, Commit, Compiled, Mode, Roots, Snapshot, apply_locked_with, compile_snapshot_edited,
+    require_privileges, runtime_err,
 };
 use crate::common::{CliError, ColorArgs, Status, write_stdout};
+use crate::txn::{Op, PendingChange, Txn, journal_path, tables_path};
 
 #[derive(Debug, Args)]
 pub struct TableArgs {
@@ -128,18 +127,6 @@ pub struct FastMap {
     /// any: its slots say 1 (the table's one bitmap), 0 or FALLBACK.
     #[serde(default)]
     pub d24: Option<String>,
-}
-
-fn state_dir(roots: &Roots, iface: &str) -> PathBuf {
-    roots.state_root.join(iface)
-}
-
-fn tables_path(roots: &Roots, iface: &str) -> PathBuf {
-    state_dir(roots, iface).join("tables.json")
-}
-
-fn journal_path(roots: &Roots, iface: &str) -> PathBuf {
-    state_dir(roots, iface).join("journal")
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -304,31 +291,6 @@ pub(crate) fn tables_meta(compiled: &Compiled, object_hash: &str) -> TablesMeta 
     }
 }
 
-/// Called by every apply (lock held) once the policy runs: records the
-/// fast paths; an apply from files (`keep_journal` false) also drops the
-/// run-time changes, which the kernel no longer holds.
-pub(crate) fn after_apply(
-    roots: &Roots,
-    iface: &str,
-    compiled: &Compiled,
-    object_hash: &str,
-    keep_journal: bool,
-) -> Result<(), CliError> {
-    if !keep_journal {
-        let _ = std::fs::remove_file(journal_path(roots, iface));
-    }
-    let meta = tables_meta(compiled, object_hash);
-    let text = serde_json::to_string(&meta)
-        .map_err(|e| CliError::new(format!("cannot encode table metadata: {e}")))?;
-    write_private(&tables_path(roots, iface), &text)
-}
-
-/// After `unload`: no table state.
-pub(crate) fn forget(roots: &Roots, iface: &str) {
-    let _ = std::fs::remove_file(tables_path(roots, iface));
-    let _ = std::fs::remove_file(journal_path(roots, iface));
-}
-
 /// Parses `192.0.2.0/24`, `2001:db8::/32` or a bare address (a host
 /// prefix). Host bits are an error naming the prefix meant.
 pub fn parse_prefix(text: &str) -> Result<Prefix, String> {
@@ -414,13 +376,13 @@ fn unknown_table(name: &str, meta: &TablesMeta) -> CliError {
 
 /// One journal line.
 #[derive(Clone, Debug)]
-struct Change {
+pub(crate) struct Change {
     add: bool,
     table: String,
     prefix: Prefix,
 }
 
-fn read_journal(roots: &Roots, iface: &str) -> Result<Vec<Change>, CliError> {
+pub(crate) fn read_journal(roots: &Roots, iface: &str) -> Result<Vec<Change>, CliError> {
     let path = journal_path(roots, iface);
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
@@ -432,6 +394,11 @@ fn read_journal(roots: &Roots, iface: &str) -> Result<Vec<Change>, CliError> {
             )));
         }
     };
+    parse_journal(&text, &path)
+}
+
+/// The changes of a journal's text (`path` names it in errors).
+pub(crate) fn parse_journal(text: &str, path: &std::path::Path) -> Result<Vec<Change>, CliError> {
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
@@ -450,12 +417,20 @@ fn read_journal(roots: &Roots, iface: &str) -> Result<Vec<Change>, CliError> {
         .collect()
 }
 
-fn append_journal(roots: &Roots, iface: &str, changes: &[Change]) -> Result<(), CliError> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    if changes.is_empty() {
-        return Ok(());
-    }
-    let mut text = String::new();
+/// The journal's text with `changes` appended: written whole, through the
+/// transaction, never appended in place (a kill mid-line would damage it).
+fn journal_with(roots: &Roots, iface: &str, changes: &[Change]) -> Result<String, CliError> {
+    let path = journal_path(roots, iface);
+    let mut text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => {
+            return Err(CliError::new(format!(
+                "cannot read `{}`: {e}",
+                path.display()
+            )));
+        }
+    };
     for c in changes {
         let _ = writeln!(
             text,
@@ -465,19 +440,12 @@ fn append_journal(roots: &Roots, iface: &str, changes: &[Change]) -> Result<(), 
             c.prefix
         );
     }
-    let path = journal_path(roots, iface);
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(&path)
-        .and_then(|mut file| file.write_all(text.as_bytes()))
-        .map_err(|e| CliError::new(format!("cannot write `{}`: {e}", path.display())))
+    Ok(text)
 }
 
 /// Applies `changes` to the policy's tables (normalised: sorted, no
 /// duplicates). Returns, per change, whether it changed anything.
-fn edit_tables(policy: &mut Policy, changes: &[Change]) -> Result<Vec<bool>, CliError> {
+pub(crate) fn edit_tables(policy: &mut Policy, changes: &[Change]) -> Result<Vec<bool>, CliError> {
     let mut effective = Vec::with_capacity(changes.len());
     for c in changes {
         let table = policy
@@ -501,8 +469,8 @@ fn edit_tables(policy: &mut Policy, changes: &[Change]) -> Result<Vec<bool>, Cli
     Ok(effective)
 }
 
-fn read_snapshot(roots: &Roots, iface: &str) -> Result<Snapshot, CliError> {
-    let path = state_dir(roots, iface).join("snapshot.json");
+pub(crate) fn read_snapshot(roots: &Roots, iface: &str) -> Result<Snapshot, CliError> {
+    let path = crate::txn::snapshot_path(roots, iface);
     let text = std::fs::read_to_string(&path).map_err(|e| {
         CliError::new(format!(
             "{iface}: cannot read the running policy's sources `{}`: {e}",
@@ -535,13 +503,19 @@ fn run_edit(args: &TableEditArgs, add: bool) -> Result<Status, CliError> {
         .map_err(CliError::new)?;
     require_privileges()?;
     let pins = args.roots.pins(iface);
+    crate::txn::ignore_hangup();
+    let _lock = crate::txn::settle(&args.roots, iface)?;
     if !pins.installed() {
         return Err(CliError::new(format!(
             "{iface}: no policy applied (interfaces with one: {})",
             list_or_none(&args.roots.interfaces())
         )));
     }
-    let _lock = ApplyLock::take(&state_dir(&args.roots, iface))?;
+    // Begun before the first map write: a kill before the commit below
+    // brings the maps back to the journal as it was (the change did not
+    // happen), a kill after it finds the journal complete.
+    let txn = Txn::new(Op::Table);
+    let mut begun = false;
     let meta = read_tables_meta(&args.roots, iface)?;
     let table = meta
         .tables
@@ -577,8 +551,13 @@ fn run_edit(args: &TableEditArgs, add: bool) -> Result<Status, CliError> {
         let mut full = false;
         let mut general_needed = false;
         for (map, key) in &plan {
-            let fd = install::open_map(&pins.map(&map.map))
+            let fd = install::live_map(&pins, &map.map, false)
                 .map_err(runtime_err("cannot open the table's map"))?;
+            if !begun {
+                txn.begin(&args.roots, iface)?;
+                begun = true;
+            }
+            patronus_runtime::fault::point("table map write");
             let value = unhex(&map.value)
                 .ok_or_else(|| CliError::new("the table metadata is damaged (value)"))?;
             let result = match &map.d24 {
@@ -623,7 +602,13 @@ fn run_edit(args: &TableEditArgs, add: bool) -> Result<Status, CliError> {
         }
     }
     // Recorded before the general path compiles: it replays the journal.
-    append_journal(&args.roots, iface, &journal)?;
+    if begun {
+        let mut txn = txn;
+        if !journal.is_empty() {
+            txn.journal = Some(journal_with(&args.roots, iface, &journal)?);
+        }
+        txn.commit(&args.roots, iface)?;
+    }
     let mut report = String::new();
     if !general.is_empty() {
         let t0 = Instant::now();
@@ -669,9 +654,13 @@ fn run_edit(args: &TableEditArgs, add: bool) -> Result<Status, CliError> {
                     started: t0,
                     compile_time: t0.elapsed(),
                 },
-                true,
+                Commit {
+                    snapshot: None,
+                    journal: Some(journal_with(&args.roots, iface, &applied)?),
+                    pending: PendingChange::Keep,
+                    watcher: None,
+                },
             )?;
-            append_journal(&args.roots, iface, &applied)?;
         }
     }
     let mut status = Status::Success;
@@ -733,7 +722,7 @@ fn dir24_edit(
             .map(Some)
             .map_err(io(&format!("delete {} from the trie", prefix_text(prefix))));
     }
-    let slots = install::open_map(&pins.map(slots_map))
+    let slots = install::live_map(pins, slots_map, false)
         .map_err(runtime_err("cannot open the table's DIR-24 array"))?;
     let first = addr >> 8;
     let last = if prefix.len >= 24 {
@@ -807,7 +796,7 @@ fn list_or_none(names: &[String]) -> String {
 
 fn run_list(args: &TableListArgs) -> Result<Status, CliError> {
     let iface = args.iface.as_str();
-    let _lock = ApplyLock::take(&state_dir(&args.roots, iface))?;
+    let _lock = crate::txn::settle(&args.roots, iface)?;
     let meta = read_tables_meta(&args.roots, iface)?;
     if let Some(name) = &args.table
         && !meta.tables.iter().any(|t| &t.name == name)

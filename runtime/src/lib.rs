@@ -17,6 +17,7 @@
 
 pub mod error;
 pub mod events;
+pub mod fault;
 pub mod install;
 pub mod loaded;
 pub mod mapped;
