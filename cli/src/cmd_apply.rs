@@ -41,6 +41,7 @@ use patronus_compiler::ir;
 use patronus_compiler::semantics::Counter;
 use patronus_compiler::typed::Policy;
 use patronus_compiler::{LoadedFile, TableLoader};
+use patronus_runtime::host::{self, IfaceName, StateDir, StateFile, StateLock};
 use patronus_runtime::install::{self, Pins, XdpMode};
 use patronus_runtime::{ProgramKind, RuntimeError};
 
@@ -54,8 +55,10 @@ use crate::common::{
 };
 
 /// Where metadata and lock files live by default.
-pub const DEFAULT_STATE_ROOT: &str = "/run/patronus";
+pub const DEFAULT_STATE_ROOT: &str = host::paths::DEFAULT_STATE_ROOT;
 
+/// `--pin-root` and `--state-root`: the command-line face of
+/// [`host::Roots`], which owns every path below them.
 #[derive(Debug, Clone, Args)]
 pub struct Roots {
     /// The bpffs directory holding one pin directory per interface.
@@ -67,39 +70,48 @@ pub struct Roots {
 }
 
 impl Roots {
-    pub fn pins(&self, iface: &str) -> Pins {
-        Pins::new(self.pin_root.join(iface))
+    pub fn host(&self) -> host::Roots {
+        host::Roots::new(&self.pin_root, &self.state_root)
     }
 
-    pub fn meta_path(&self, iface: &str) -> PathBuf {
-        self.state_root.join(iface).join("meta.json")
+    /// `PIN_ROOT/IFACE` as paths (no file-system access).
+    pub fn pins(&self, iface: &IfaceName) -> Pins {
+        self.host().pins(iface)
+    }
+
+    /// `STATE_ROOT/IFACE`, created when absent, verified.
+    pub fn state(&self, iface: &IfaceName) -> Result<StateDir, CliError> {
+        Ok(self.host().state(iface)?)
+    }
+
+    /// `STATE_ROOT/IFACE` if it exists, verified.
+    pub fn existing_state(&self, iface: &IfaceName) -> Result<Option<StateDir>, CliError> {
+        Ok(self.host().existing_state(iface)?)
     }
 
     /// Interfaces with a policy installed under the pin root, or with an
     /// unfinished change or a pending confirmation in the state root.
-    pub fn interfaces(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(&self.pin_root)
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .filter(|e| Pins::new(e.path()).installed())
-                    .filter_map(|e| e.file_name().into_string().ok())
-                    .collect()
-            })
-            .unwrap_or_default();
+    pub fn interfaces(&self) -> Result<Vec<IfaceName>, CliError> {
+        let mut names = self.host().interfaces()?;
         if let Ok(entries) = std::fs::read_dir(&self.state_root) {
-            names.extend(
-                entries
-                    .flatten()
-                    .filter(|e| {
-                        e.path().join("txn.json").exists() || e.path().join("pending.json").exists()
-                    })
-                    .filter_map(|e| e.file_name().into_string().ok()),
-            );
+            for entry in entries.flatten() {
+                let Some(iface) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| IfaceName::new(n).ok())
+                else {
+                    continue;
+                };
+                if let Ok(Some(state)) = self.existing_state(&iface)
+                    && (state.exists(&StateFile::Txn) || state.exists(&StateFile::Pending))
+                {
+                    names.push(iface);
+                }
+            }
         }
-        names.sort();
-        names.dedup();
-        names
+        names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        names.dedup_by(|a, b| a.as_str() == b.as_str());
+        Ok(names)
     }
 }
 
@@ -120,7 +132,7 @@ pub struct ApplyArgs {
     pub policy: PathBuf,
     /// The interface (default: the policy's `interface` declaration).
     #[arg(short = 'i', long = "interface", value_name = "IFACE")]
-    pub iface: Option<String>,
+    pub iface: Option<IfaceName>,
     /// How to attach the XDP program.
     #[arg(long, value_enum, default_value = "auto")]
     pub mode: Mode,
@@ -128,6 +140,11 @@ pub struct ApplyArgs {
     /// IFACE` comes within DURATION (`90s`, `5m`, `500ms`).
     #[arg(long, value_name = "DURATION", value_parser = crate::cmd_confirm::parse_duration)]
     pub confirm: Option<Duration>,
+    /// Apply to a loopback interface anyway (refused by default: local
+    /// traffic there has source = destination, which the policy drops as
+    /// `land`).
+    #[arg(long)]
+    pub force: bool,
     /// Tests: do not spawn the rollback watcher (they run it in-process).
     #[arg(long, hide = true)]
     pub no_watcher: bool,
@@ -141,7 +158,7 @@ pub struct ApplyArgs {
 pub struct StatusArgs {
     /// Only this interface (default: every interface with a policy).
     #[arg(short = 'i', long = "interface", value_name = "IFACE")]
-    pub iface: Option<String>,
+    pub iface: Option<IfaceName>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -152,7 +169,7 @@ pub struct StatusArgs {
 #[derive(Debug, Args)]
 pub struct UnloadArgs {
     #[arg(short = 'i', long = "interface", value_name = "IFACE")]
-    pub iface: String,
+    pub iface: IfaceName,
     #[command(flatten)]
     pub roots: Roots,
 }
@@ -465,28 +482,43 @@ fn compile_text_edited(
     }))
 }
 
-pub fn read_meta(path: &Path) -> Option<Meta> {
-    let text = std::fs::read_to_string(path).ok()?;
-    serde_json::from_str(&text).ok()
+/// An interface's state directory with its lock held (`STATE_ROOT/IFACE/lock`,
+/// see [`host::StateDir::lock`]), released on drop.
+pub(crate) struct ApplyLock {
+    pub(crate) state: StateDir,
+    _held: StateLock,
 }
 
-/// Writes a state file readable by its owner only (mode 0600), through a
-/// temporary file and a rename: a reader never sees half a file.
-pub(crate) fn write_private(path: &Path, text: &str) -> Result<(), CliError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .and_then(|mut file| file.write_all(text.as_bytes()))
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| CliError::new(format!("cannot write `{}`: {e}", path.display())))
+impl ApplyLock {
+    /// Blocks until the other command changing `iface` is done.
+    pub(crate) fn take(roots: &Roots, iface: &IfaceName) -> Result<ApplyLock, CliError> {
+        let state = roots.state(iface)?;
+        let held = state.lock()?;
+        Ok(ApplyLock { state, _held: held })
+    }
+
+    /// The lock if nobody holds it now (`status` does not wait for an
+    /// apply).
+    pub(crate) fn try_take(
+        roots: &Roots,
+        iface: &IfaceName,
+    ) -> Result<Option<ApplyLock>, CliError> {
+        let state = roots.state(iface)?;
+        Ok(state
+            .try_lock()?
+            .map(|held| ApplyLock { state, _held: held }))
+    }
+}
+
+/// The metadata `apply` recorded for `iface`; `None` when there is none
+/// (or it is damaged). Permission and trust problems are errors.
+pub fn read_meta(roots: &Roots, iface: &IfaceName) -> Result<Option<Meta>, CliError> {
+    let Some(state) = roots.existing_state(iface)? else {
+        return Ok(None);
+    };
+    Ok(state
+        .read(&StateFile::Meta)?
+        .and_then(|text| serde_json::from_str(&text).ok()))
 }
 
 fn ms(d: Duration) -> String {
@@ -567,7 +599,8 @@ impl Carry<'_> {
 /// before the swap, the counters around it.
 struct ApplyHooks<'a> {
     roots: &'a Roots,
-    iface: &'a str,
+    lock: &'a ApplyLock,
+    iface: &'a IfaceName,
     txn: &'a mut Txn,
     carry: Option<Carry<'a>>,
     watcher: Option<&'a Watcher>,
@@ -598,7 +631,7 @@ impl install::Hooks for ApplyHooks<'_> {
         {
             carry.before(loaded);
         }
-        self.txn.begin(self.roots, self.iface).map_err(to_runtime)?;
+        self.txn.begin(&self.lock.state).map_err(to_runtime)?;
         self.begun = true;
         if let Some(watcher) = self.watcher {
             watcher.start(self.roots, self.iface).map_err(to_runtime)?;
@@ -622,6 +655,18 @@ pub(crate) fn require_privileges() -> Result<(), CliError> {
     }
 }
 
+/// Readers (`status`, `stats`, `log`): the pins and the state are root's
+/// alone, so without privileges "nothing applied" would be a lie.
+pub(crate) fn require_root_to_read() -> Result<(), CliError> {
+    match install::missing_privileges() {
+        Some(_) => Err(CliError::new(
+            "permission denied: run as root (the pins and the state of applied policies are \
+             readable by root only)",
+        )),
+        None => Ok(()),
+    }
+}
+
 pub fn run_apply(args: &ApplyArgs) -> Result<Status, CliError> {
     let started = Instant::now();
     let Some(compiled) = compile(&args.policy, &args.color)? else {
@@ -631,18 +676,23 @@ pub fn run_apply(args: &ApplyArgs) -> Result<Status, CliError> {
     let compile_time = started.elapsed();
     let iface = match (&args.iface, &compiled.policy.interface) {
         (Some(iface), _) => iface.clone(),
-        (None, Some((iface, _))) => iface.clone(),
+        (None, Some((iface, _))) => IfaceName::new(iface)
+            .map_err(|e| CliError::new(format!("the policy's `interface`: {e}")))?,
         (None, None) => {
             return Err(CliError::new(
                 "no interface: give `-i IFACE` or declare `interface` in the policy",
             ));
         }
     };
-    if iface.is_empty() || iface.contains('/') || iface.starts_with('.') {
-        return Err(CliError::new(format!("`{iface}` is not an interface name")));
-    }
     require_privileges()?;
-    let ifindex = install::ifindex(&iface).map_err(runtime_err(&iface))?;
+    let ifindex = install::ifindex(iface.as_str()).map_err(runtime_err(iface.as_str()))?;
+    if !args.force && host::netdev::is_loopback(&iface).unwrap_or(false) {
+        return Err(CliError::new(format!(
+            "{iface} is a loopback interface: the host's own traffic there has the same source \
+             and destination address, which every policy drops as invalid (`land`), so local \
+             services would stop working; give --force to apply it anyway"
+        )));
+    }
     if let Some(warning) = std::env::var("SSH_CONNECTION")
         .ok()
         .and_then(|session| crate::cmd_confirm::ssh_lockout(&compiled.policy, &session))
@@ -658,8 +708,8 @@ pub fn run_apply(args: &ApplyArgs) -> Result<Status, CliError> {
         }
     }
     crate::txn::ignore_hangup();
-    let _lock = crate::txn::settle(&args.roots, &iface)?;
-    let confirm = crate::cmd_confirm::before_apply(&args.roots, &iface, args.confirm)?;
+    let lock = crate::txn::settle(&args.roots, &iface)?;
+    let confirm = crate::cmd_confirm::before_apply(&args.roots, &lock, &iface, args.confirm)?;
     let source = std::fs::canonicalize(&args.policy).unwrap_or_else(|_| args.policy.clone());
     let (pending, watcher) = match &confirm {
         Some(plan) => {
@@ -668,9 +718,10 @@ pub fn run_apply(args: &ApplyArgs) -> Result<Status, CliError> {
         }
         None => (crate::txn::PendingChange::Clear, None),
     };
-    let had_pending = crate::cmd_confirm::pending(&args.roots, &iface).is_some();
+    let had_pending = crate::cmd_confirm::pending(&lock.state)?.is_some();
     let mut report = apply_locked_with(
         &args.roots,
+        &lock,
         &iface,
         ifindex,
         &compiled,
@@ -771,19 +822,20 @@ fn same_object(
 /// Installs a compiled policy on `iface` (the interface lock held,
 /// settled) inside a transaction ([`crate::txn`]): in place when only map
 /// contents change, else a load and an atomic replace. Returns the report.
+#[allow(clippy::too_many_arguments)] // the apply's inputs, no natural grouping yet
 pub(crate) fn apply_locked_with(
     roots: &Roots,
-    iface: &str,
+    lock: &ApplyLock,
+    iface: &IfaceName,
     ifindex: u32,
     compiled: &Compiled,
     requested_mode: Mode,
     applying: &Applying,
     commit: Commit,
 ) -> Result<String, CliError> {
-    let pins = roots.pins(iface);
+    let pins = roots.host().prepare_pins(iface)?;
     let object_hash = format!("{:016x}", fnv1a(&compiled.object.elf));
-    let meta_path = roots.meta_path(iface);
-    let previous = read_meta(&meta_path);
+    let previous = read_meta(roots, iface)?;
     let mut txn = Txn::new(Op::InPlace);
     txn.tables = Some(crate::cmd_table::tables_meta(compiled, &object_hash));
     txn.snapshot = commit.snapshot;
@@ -801,7 +853,7 @@ pub(crate) fn apply_locked_with(
             counters: compiled.counters.clone(),
             ..previous.clone()
         });
-        txn.begin(roots, iface)?;
+        txn.begin(&lock.state)?;
         if let Some(watcher) = &commit.watcher {
             watcher.start(roots, iface)?;
         }
@@ -809,7 +861,7 @@ pub(crate) fn apply_locked_with(
         match install::update_in_place(&pins, &content_maps(compiled)) {
             Ok(done) => {
                 let elapsed = started.elapsed();
-                txn.commit(roots, iface)?;
+                txn.commit(roots, lock, iface)?;
                 let mut report = String::new();
                 let _ = writeln!(
                     report,
@@ -831,9 +883,9 @@ pub(crate) fn apply_locked_with(
                 return Ok(report);
             }
             // The pinned maps are not what the metadata says: reload.
-            Err(RuntimeError::ShapeChanged { .. }) => crate::txn::abort(roots, iface),
+            Err(RuntimeError::ShapeChanged { .. }) => crate::txn::abort(&lock.state),
             Err(err) => {
-                crate::txn::abort(roots, iface);
+                crate::txn::abort(&lock.state);
                 return Err(CliError::new(format!(
                     "cannot apply the policy (the running program is unchanged): {err}"
                 )));
@@ -847,7 +899,7 @@ pub(crate) fn apply_locked_with(
     };
     txn.op = Op::Install;
     txn.meta = Some(Meta {
-        interface: iface.to_owned(),
+        interface: iface.to_string(),
         source: applying.source.clone(),
         policy_hash,
         // Known once attached; a recovery that finishes a fresh auto-mode
@@ -882,6 +934,7 @@ pub(crate) fn apply_locked_with(
     let install_started = Instant::now();
     let mut hooks = ApplyHooks {
         roots,
+        lock,
         iface,
         txn: &mut txn,
         carry,
@@ -897,7 +950,7 @@ pub(crate) fn apply_locked_with(
             if begun {
                 // Whatever the failure left, the transaction's recovery
                 // knows what runs and tidies up to match.
-                if let Err(more) = crate::txn::recover(roots, iface) {
+                if let Err(more) = crate::txn::recover(roots, lock, iface) {
                     eprintln!("patronusc: {more}");
                 }
             }
@@ -919,7 +972,7 @@ pub(crate) fn apply_locked_with(
     }
     let mode_name = meta.mode.clone();
     txn.meta = Some(meta);
-    txn.commit(roots, iface)?;
+    txn.commit(roots, lock, iface)?;
 
     let mut report = String::new();
     let requested = match requested_mode {
@@ -1013,7 +1066,14 @@ pub(crate) fn apply_locked_with(
 #[derive(Debug, Serialize)]
 struct StatusEntry {
     interface: String,
+    /// Pins of a policy exist.
     installed: bool,
+    /// The kernel runs the recorded program on the interface of that name
+    /// now (see [`attachment_problem`]).
+    attached: bool,
+    /// Why a policy that is installed is not attached.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    problem: Option<String>,
     ifindex: Option<u32>,
     xdp_prog_id: Option<u32>,
     tc_prog_id: Option<u32>,
@@ -1039,26 +1099,23 @@ struct ConfirmationStatus {
 /// Finishes an interrupted change and an overdue rollback when this
 /// process may (root, the lock free); else says why the state may be in
 /// flux.
-fn settle_for_status(roots: &Roots, iface: &str, problems: &mut Vec<String>) {
-    let interrupted = crate::txn::interrupted(roots, iface);
+fn settle_for_status(roots: &Roots, iface: &IfaceName, problems: &mut Vec<String>) {
     if install::missing_privileges().is_some() {
-        if matches!(interrupted, Ok(Some(_))) {
-            problems.push(
-                "a change was interrupted and is not finished (run any patronusc command on \
-                 this interface as root)"
-                    .into(),
-            );
-        }
         return;
     }
-    match crate::txn::IfaceLock::try_take(roots, iface) {
-        Ok(Some(_lock)) => {
-            if let Err(err) = crate::txn::settle_locked(roots, iface) {
+    match ApplyLock::try_take(roots, iface) {
+        Ok(Some(lock)) => {
+            if let Err(err) = crate::txn::settle_locked(roots, &lock, iface) {
                 problems.push(err.to_string());
             }
         }
         Ok(None) => {
-            if matches!(interrupted, Ok(Some(_))) {
+            let interrupted = roots
+                .existing_state(iface)
+                .ok()
+                .flatten()
+                .is_some_and(|state| state.exists(&StateFile::Txn));
+            if interrupted {
                 problems.push("a change is in progress (another patronusc holds the lock)".into());
             }
         }
@@ -1066,7 +1123,50 @@ fn settle_for_status(roots: &Roots, iface: &str, problems: &mut Vec<String>) {
     }
 }
 
-fn status_of(roots: &Roots, iface: &str) -> StatusEntry {
+/// Why the policy pinned for `iface` does not filter it, comparing the
+/// kernel's view (the pinned XDP link's interface and program) with the
+/// interface of that name now and with what `apply` recorded; `None`
+/// when it does. A deleted interface severs the link (ifindex 0); one
+/// re-created under the same name has a new index the link is not on.
+/// `link`: the pinned XDP link's `(ifindex, program id)`.
+fn attachment_problem(
+    iface: &IfaceName,
+    link: (u32, u32),
+    current_ifindex: Option<u32>,
+    recorded_prog: Option<u32>,
+) -> Option<String> {
+    let (link_ifindex, link_prog) = link;
+    if link_ifindex == 0 {
+        return Some(match current_ifindex {
+            Some(now) => format!(
+                "the interface the policy was attached to was deleted; {iface} now (ifindex \
+                 {now}) is a new interface and is NOT filtered: run `patronusc apply` again"
+            ),
+            None => format!(
+                "the interface the policy was attached to was deleted: nothing is filtered; \
+                 `patronusc apply` it again once {iface} exists, or `patronusc unload -i {iface}`"
+            ),
+        });
+    }
+    if current_ifindex != Some(link_ifindex) {
+        return Some(format!(
+            "the policy is attached to ifindex {link_ifindex}, which is not {iface} (ifindex {}) \
+             in this network namespace: {iface} is NOT filtered here",
+            current_ifindex.map_or_else(|| "none".to_owned(), |i| i.to_string())
+        ));
+    }
+    match recorded_prog {
+        Some(recorded) if recorded != link_prog => Some(format!(
+            "the kernel runs XDP program {link_prog} on {iface}, not the program {recorded} that \
+             was recorded: the metadata does not describe what is running; apply the policy again"
+        )),
+        _ => None,
+    }
+}
+
+fn status_of(roots: &Roots, iface: &IfaceName) -> Result<StatusEntry, CliError> {
+    // Verifies the pin directories (and fails on permission) first.
+    let _ = roots.host().existing_pins(iface)?;
     let mut problems = Vec::new();
     settle_for_status(roots, iface, &mut problems);
     let pins = roots.pins(iface);
@@ -1077,15 +1177,16 @@ fn status_of(roots: &Roots, iface: &str) -> StatusEntry {
         .filter_map(|name| install::live_map(&pins, name, true).ok())
         .map(|fd| install::count_entries(std::os::fd::AsFd::as_fd(&fd)).unwrap_or(0))
         .reduce(|a, b| a + b);
-    let policy = read_meta(&roots.meta_path(iface));
-    if let (Some(meta), Some(xdp)) = (&policy, xdp) {
-        if meta.xdp_prog_id.is_some_and(|id| id != xdp.prog_id) {
-            problems.push(format!(
-                "the XDP program running ({}) is not the one recorded ({})",
-                xdp.prog_id,
-                meta.xdp_prog_id.unwrap_or(0)
-            ));
-        }
+    let policy = read_meta(roots, iface)?;
+    let problem = xdp.as_ref().and_then(|link| {
+        attachment_problem(
+            iface,
+            (link.ifindex, link.prog_id),
+            host::netdev::ifindex(iface),
+            policy.as_ref().and_then(|m| m.xdp_prog_id),
+        )
+    });
+    if let (Some(meta), true) = (&policy, problem.is_none() && xdp.is_some()) {
         let tc_running = tc.map(|l| l.prog_id);
         if meta.xdp_prog_id.is_some() && meta.tc_prog_id != tc_running {
             problems.push(format!(
@@ -1099,7 +1200,11 @@ fn status_of(roots: &Roots, iface: &str) -> StatusEntry {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    let confirmation = crate::cmd_confirm::pending(roots, iface).map(|p| {
+    let pending = match roots.existing_state(iface)? {
+        Some(state) => crate::cmd_confirm::pending(&state)?,
+        None => None,
+    };
+    let confirmation = pending.map(|p| {
         let overdue = now >= p.deadline_ms;
         if overdue {
             problems.push(format!(
@@ -1115,9 +1220,11 @@ fn status_of(roots: &Roots, iface: &str) -> StatusEntry {
             overdue,
         }
     });
-    StatusEntry {
-        interface: iface.to_owned(),
+    Ok(StatusEntry {
+        interface: iface.to_string(),
         installed: xdp.is_some(),
+        attached: xdp.is_some() && problem.is_none(),
+        problem,
         ifindex: xdp.map(|l| l.ifindex),
         xdp_prog_id: xdp.map(|l| l.prog_id),
         tc_prog_id: tc.map(|l| l.prog_id),
@@ -1125,25 +1232,28 @@ fn status_of(roots: &Roots, iface: &str) -> StatusEntry {
         policy,
         confirmation,
         problems,
-    }
+    })
 }
 
+/// `status`: exit 1 when a policy is installed but not attached.
 pub fn run_status(args: &StatusArgs) -> Result<Status, CliError> {
+    require_root_to_read()?;
     let names = match &args.iface {
         Some(iface) => vec![iface.clone()],
-        None => args.roots.interfaces(),
+        None => args.roots.interfaces()?,
     };
-    let entries: Vec<StatusEntry> = names.iter().map(|n| status_of(&args.roots, n)).collect();
-    let status = if args.iface.is_some() && entries.iter().any(|e| !e.problems.is_empty()) {
-        Status::Failure
-    } else {
-        Status::Success
-    };
+    let entries = names
+        .iter()
+        .map(|n| status_of(&args.roots, n))
+        .collect::<Result<Vec<StatusEntry>, CliError>>()?;
+    let broken = entries
+        .iter()
+        .any(|e| e.problem.is_some() || !e.problems.is_empty());
     if args.json {
         let text = serde_json::to_string_pretty(&entries)
             .map_err(|e| CliError::new(format!("cannot encode JSON: {e}")))?;
         write_stdout(&format!("{text}\n"))?;
-        return Ok(status);
+        return Ok(Status::failure_if(broken));
     }
     let mut out = String::new();
     if entries.is_empty() {
@@ -1152,6 +1262,8 @@ pub fn run_status(args: &StatusArgs) -> Result<Status, CliError> {
     for entry in &entries {
         if !entry.installed {
             let _ = writeln!(out, "{}: no policy applied", entry.interface);
+        } else if let Some(problem) = &entry.problem {
+            let _ = writeln!(out, "{}: NOT ATTACHED: {problem}", entry.interface);
         } else {
             let _ = writeln!(
                 out,
@@ -1195,7 +1307,7 @@ pub fn run_status(args: &StatusArgs) -> Result<Status, CliError> {
         }
     }
     write_stdout(&out)?;
-    Ok(status)
+    Ok(Status::failure_if(broken))
 }
 
 pub use crate::cmd_stats::run_stats;
@@ -1203,19 +1315,19 @@ pub use crate::cmd_stats::run_stats;
 pub fn run_unload(args: &UnloadArgs) -> Result<Status, CliError> {
     require_privileges()?;
     crate::txn::ignore_hangup();
-    let _lock = crate::txn::settle(&args.roots, &args.iface)?;
-    let pins = args.roots.pins(&args.iface);
-    if !pins.dir.exists() {
-        eprintln!("patronusc: {}: no policy applied", args.iface);
+    let iface = &args.iface;
+    let lock = crate::txn::settle(&args.roots, iface)?;
+    if args.roots.host().existing_pins(iface)?.is_none() {
+        eprintln!("patronusc: {iface}: no policy applied");
         return Ok(Status::Failure);
     }
-    // The state files go with the pins, and a pending `--confirm`
-    // rollback with them (it would bring a policy back).
+    // The kernel side first (links first), then the state files, the
+    // pending `--confirm` rollback with them (it would bring a policy
+    // back); a failure to remove pins keeps the state and exits non-zero.
     let txn = Txn::new(Op::Unload);
-    txn.begin(&args.roots, &args.iface)?;
-    install::uninstall(&pins);
-    txn.commit(&args.roots, &args.iface)?;
-    write_stdout(&format!("unloaded the policy from {}\n", args.iface))?;
+    txn.begin(&lock.state)?;
+    txn.commit(&args.roots, &lock, iface)?;
+    write_stdout(&format!("unloaded the policy from {iface}\n"))?;
     Ok(Status::Success)
 }
 
@@ -1253,6 +1365,7 @@ pub fn run_load(args: &LoadArgs) -> Result<Status, CliError> {
             "--out needs a policy with `conntrack = on` (nothing would record the flow)",
         ));
     }
+    host::paths::prepare_pin_dir(&args.pin_dir)?;
     let loaded = install::load_pinned(&compiled.object, &args.pin_dir)
         .map_err(runtime_err("cannot load the policy"))?;
     for frame in &frames {
@@ -1371,6 +1484,25 @@ mod tests {
             carried,
             vec![(1, vec![10, 1000]), (2, vec![5, 500]), (4, vec![15, 1500])]
         );
+    }
+
+    #[test]
+    fn status_compares_the_link_with_the_interface_and_the_record() {
+        let eth0 = IfaceName::new("eth0").unwrap();
+        assert_eq!(attachment_problem(&eth0, (7, 40), Some(7), Some(40)), None);
+        assert_eq!(attachment_problem(&eth0, (7, 40), Some(7), None), None);
+        // Deleted: the kernel severs the link (ifindex 0).
+        let gone = attachment_problem(&eth0, (0, 40), None, Some(40)).unwrap();
+        assert!(gone.contains("was deleted"), "{gone}");
+        // Deleted and re-created under the same name.
+        let again = attachment_problem(&eth0, (0, 40), Some(9), Some(40)).unwrap();
+        assert!(again.contains("NOT filtered"), "{again}");
+        // Another interface's index (another namespace, a rename).
+        let other = attachment_problem(&eth0, (7, 40), Some(8), Some(40)).unwrap();
+        assert!(other.contains("ifindex 7"), "{other}");
+        // Another program than the recorded one.
+        let stale = attachment_problem(&eth0, (7, 41), Some(7), Some(40)).unwrap();
+        assert!(stale.contains("program 41"), "{stale}");
     }
 
     #[test]

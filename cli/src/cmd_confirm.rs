@@ -22,26 +22,25 @@
 //! operator is still there.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
-use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 use patronus_compiler::typed::Policy;
+use patronus_runtime::host::{IfaceName, StateDir, StateFile};
 use patronus_runtime::install;
 use serde::{Deserialize, Serialize};
 
 use crate::cmd_apply::{
-    Applying, Commit, Mode, Roots, Snapshot, apply_locked_with, compile_snapshot, runtime_err,
-    write_private,
+    ApplyLock, Applying, Commit, Mode, Roots, Snapshot, apply_locked_with, compile_snapshot,
+    runtime_err,
 };
 use crate::common::{CliError, ColorArgs, Status, write_stdout};
-use crate::txn::{Op, PendingChange, Txn, pending_path, snapshot_path};
+use crate::txn::{Op, PendingChange, Txn};
 
 #[derive(Debug, Args)]
 pub struct ConfirmArgs {
     #[arg(short = 'i', long = "interface", value_name = "IFACE")]
-    pub iface: String,
+    pub iface: IfaceName,
     #[command(flatten)]
     pub roots: Roots,
 }
@@ -50,7 +49,7 @@ pub struct ConfirmArgs {
 #[derive(Debug, Args)]
 pub struct WatcherArgs {
     #[arg(short = 'i', long = "interface", value_name = "IFACE")]
-    pub iface: String,
+    pub iface: IfaceName,
     #[arg(long)]
     pub token: String,
     /// How long to wait before rolling back, in milliseconds.
@@ -100,21 +99,18 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-fn state_dir(roots: &Roots, iface: &str) -> PathBuf {
-    crate::txn::state_dir(roots, iface)
+fn read_json<T: for<'de> Deserialize<'de>>(
+    state: &StateDir,
+    file: &StateFile,
+) -> Result<Option<T>, CliError> {
+    Ok(state
+        .read(file)?
+        .and_then(|text| serde_json::from_str(&text).ok()))
 }
 
-fn marker_path(roots: &Roots, iface: &str, token: &str) -> PathBuf {
-    state_dir(roots, iface).join(format!("confirmed-{token}"))
-}
-
-fn read_json<T: for<'de> Deserialize<'de>>(path: &std::path::Path) -> Option<T> {
-    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
-}
-
-/// The pending apply on `iface`, if any.
-pub fn pending(roots: &Roots, iface: &str) -> Option<Pending> {
-    read_json(&pending_path(roots, iface))
+/// The pending apply recorded in `state`, if any.
+pub fn pending(state: &StateDir) -> Result<Option<Pending>, CliError> {
+    read_json(state, &StateFile::Pending)
 }
 
 /// What an apply with `--confirm` will record once it succeeds.
@@ -127,17 +123,18 @@ pub struct ConfirmPlan {
 /// with `--confirm`, decides what a rollback goes back to.
 pub(crate) fn before_apply(
     roots: &Roots,
-    iface: &str,
+    lock: &ApplyLock,
+    iface: &IfaceName,
     confirm: Option<Duration>,
 ) -> Result<Option<ConfirmPlan>, CliError> {
     let Some(within) = confirm else {
         return Ok(None);
     };
-    let previous = match pending(roots, iface) {
+    let previous = match pending(&lock.state)? {
         // Still unconfirmed: the fallback stays the last confirmed policy.
         Some(pending) => pending.previous,
         None if roots.pins(iface).installed() => {
-            let snapshot = read_json(&snapshot_path(roots, iface));
+            let snapshot = read_json(&lock.state, &StateFile::Snapshot)?;
             if snapshot.is_none() {
                 return Err(CliError::new(format!(
                     "{iface}: the running policy's sources were not saved (applied by an older \
@@ -162,7 +159,7 @@ pub(crate) struct Watcher {
 impl Watcher {
     /// Starts the watcher (before the swap: a kill after the swap must
     /// not leave the policy without one).
-    pub(crate) fn start(&self, roots: &Roots, iface: &str) -> Result<(), CliError> {
+    pub(crate) fn start(&self, roots: &Roots, iface: &IfaceName) -> Result<(), CliError> {
         if self.spawn {
             spawn_watcher(roots, iface, &self.token, self.after_ms)?;
         }
@@ -192,7 +189,7 @@ impl ConfirmPlan {
         (pending, watcher)
     }
 
-    pub(crate) fn report(&self, iface: &str, report: &mut String) {
+    pub(crate) fn report(&self, iface: &IfaceName, report: &mut String) {
         let fallback = if self.previous.is_some() {
             "the previous policy comes back"
         } else {
@@ -206,7 +203,12 @@ impl ConfirmPlan {
     }
 }
 
-fn spawn_watcher(roots: &Roots, iface: &str, token: &str, after_ms: u64) -> Result<(), CliError> {
+fn spawn_watcher(
+    roots: &Roots,
+    iface: &IfaceName,
+    token: &str,
+    after_ms: u64,
+) -> Result<(), CliError> {
     use std::os::unix::process::CommandExt as _;
     let exe = std::env::current_exe().map_err(|e| {
         CliError::new(format!(
@@ -216,7 +218,7 @@ fn spawn_watcher(roots: &Roots, iface: &str, token: &str, after_ms: u64) -> Resu
     patronus_runtime::fault::point("spawn watcher");
     std::process::Command::new(exe)
         .arg("rollback-watcher")
-        .args(["-i", iface, "--token", token, "--after-ms"])
+        .args(["-i", iface.as_str(), "--token", token, "--after-ms"])
         .arg(after_ms.to_string())
         .arg("--pin-root")
         .arg(&roots.pin_root)
@@ -235,39 +237,33 @@ fn spawn_watcher(roots: &Roots, iface: &str, token: &str, after_ms: u64) -> Resu
     Ok(())
 }
 
-fn log(roots: &Roots, iface: &str, line: &str) {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let path = state_dir(roots, iface).join("rollback.log");
-    if let Ok(mut file) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-    {
-        let _ = writeln!(file, "{} {iface}: {line}", now_ms() / 1000);
-    }
+fn log(state: &StateDir, iface: &IfaceName, line: &str) {
+    let line = format!("{} {iface}: {line}\n", now_ms() / 1000);
+    let _ = state.append(&StateFile::RollbackLog, line.as_bytes());
 }
 
 pub fn run_confirm(args: &ConfirmArgs) -> Result<Status, CliError> {
-    let (roots, iface) = (&args.roots, args.iface.as_str());
+    let (roots, iface) = (&args.roots, &args.iface);
     crate::txn::ignore_hangup();
-    let _lock = crate::txn::IfaceLock::take(roots, iface)?;
-    if let Some(note) = crate::txn::recover(roots, iface)? {
+    let lock = ApplyLock::take(roots, iface)?;
+    let state = &lock.state;
+    if let Some(note) = crate::txn::recover(roots, &lock, iface)? {
         eprintln!("patronusc: {note}");
     }
-    let Some(pending) = pending(roots, iface) else {
+    let Some(pending) = pending(state)? else {
         eprintln!(
             "patronusc: {iface}: no apply is waiting for confirmation (already confirmed, rolled \
              back, or applied without --confirm)"
         );
         return Ok(Status::Failure);
     };
+    let marker = StateFile::confirmed(&pending.token)?;
     let now = now_ms();
-    if now >= pending.deadline_ms && !marker_path(roots, iface, &pending.token).exists() {
+    if now >= pending.deadline_ms && !state.exists(&marker) {
         // Too late: the rollback is due and happens now, not a confirm
         // "with 0.0 s left".
         let late = (now - pending.deadline_ms) as f64 / 1000.0;
-        let done = overdue_rollback(roots, iface)?;
+        let done = overdue_rollback(roots, &lock, iface)?;
         eprintln!(
             "patronusc: {iface}: too late to confirm: the deadline passed {late:.1} s ago; {}",
             done.unwrap_or_else(|| "the rollback is due".into())
@@ -277,9 +273,9 @@ pub fn run_confirm(args: &ConfirmArgs) -> Result<Status, CliError> {
     // The marker is the commit point: a kill after it is a confirm (the
     // next command removes `pending.json`), a kill before it is not.
     patronus_runtime::fault::point("write confirm marker");
-    write_private(&marker_path(roots, iface, &pending.token), "")?;
-    crate::txn::remove_state(&pending_path(roots, iface));
-    log(roots, iface, &format!("confirmed {}", pending.token));
+    state.write(&marker, b"")?;
+    crate::txn::remove_state(state, &StateFile::Pending)?;
+    log(state, iface, &format!("confirmed {}", pending.token));
     let left_ms = pending.deadline_ms.saturating_sub(now);
     write_stdout(&format!(
         "confirmed the policy on {iface} ({:.1} s were left)\n",
@@ -293,12 +289,17 @@ pub fn run_confirm(args: &ConfirmArgs) -> Result<Status, CliError> {
 /// command when the watcher is gone). A confirm whose marker is written
 /// but which was killed before removing `pending.json` counts as
 /// confirmed. Returns what was done.
-pub(crate) fn overdue_rollback(roots: &Roots, iface: &str) -> Result<Option<String>, CliError> {
-    let Some(pending) = pending(roots, iface) else {
+pub(crate) fn overdue_rollback(
+    roots: &Roots,
+    lock: &ApplyLock,
+    iface: &IfaceName,
+) -> Result<Option<String>, CliError> {
+    let state = &lock.state;
+    let Some(pending) = pending(state)? else {
         return Ok(None);
     };
-    if marker_path(roots, iface, &pending.token).exists() {
-        crate::txn::remove_state(&pending_path(roots, iface));
+    if StateFile::confirmed(&pending.token).is_ok_and(|marker| state.exists(&marker)) {
+        crate::txn::remove_state(state, &StateFile::Pending)?;
         return Ok(None);
     }
     let now = now_ms();
@@ -306,15 +307,15 @@ pub(crate) fn overdue_rollback(roots: &Roots, iface: &str) -> Result<Option<Stri
         return Ok(None);
     }
     let late = (now - pending.deadline_ms) as f64 / 1000.0;
-    let result = roll_back(roots, iface, pending.previous.as_ref());
+    let result = roll_back(roots, lock, iface, pending.previous.as_ref());
     match &result {
         Ok(what) => log(
-            roots,
+            state,
             iface,
             &format!("{}: not confirmed: {what}", pending.token),
         ),
         Err(err) => log(
-            roots,
+            state,
             iface,
             &format!("{}: not confirmed; rollback FAILED: {err}", pending.token),
         ),
@@ -328,25 +329,24 @@ pub(crate) fn overdue_rollback(roots: &Roots, iface: &str) -> Result<Option<Stri
 /// The watcher: waits for the deadline, then settles the interface (which
 /// rolls back unless confirmed). Also what tests run in-process.
 pub fn run_watcher(args: &WatcherArgs) -> Result<Status, CliError> {
+    let marker = StateFile::confirmed(&args.token)?;
     crate::txn::ignore_hangup();
     std::thread::sleep(Duration::from_millis(args.after_ms));
-    let (roots, iface) = (&args.roots, args.iface.as_str());
+    let (roots, iface) = (&args.roots, &args.iface);
     // The apply that started us may still be running: wait for it, then
     // for the deadline it recorded.
     loop {
-        let lock = crate::txn::IfaceLock::take(roots, iface)?;
-        if let Some(note) = crate::txn::recover(roots, iface)? {
+        let lock = ApplyLock::take(roots, iface)?;
+        let state = &lock.state;
+        if let Some(note) = crate::txn::recover(roots, &lock, iface)? {
             eprintln!("patronusc: {note}");
         }
-        let marker = marker_path(roots, iface, &args.token);
-        let Some(pending) = pending(roots, iface).filter(|p| p.token == args.token) else {
+        let Some(pending) = pending(state)?.filter(|p| p.token == args.token) else {
             // Confirmed, cancelled by a plain apply, superseded by a newer
             // --confirm apply, or an apply that never took effect.
-            if marker.exists() {
-                let _ = std::fs::remove_file(&marker);
-            } else {
+            if !state.remove(&marker)? {
                 log(
-                    roots,
+                    state,
                     iface,
                     &format!("{}: superseded, nothing to do", args.token),
                 );
@@ -354,9 +354,9 @@ pub fn run_watcher(args: &WatcherArgs) -> Result<Status, CliError> {
             return Ok(Status::Success);
         };
         let left = pending.deadline_ms.saturating_sub(now_ms());
-        if left == 0 || marker.exists() {
-            overdue_rollback(roots, iface)?;
-            let _ = std::fs::remove_file(&marker);
+        if left == 0 || state.exists(&marker) {
+            overdue_rollback(roots, &lock, iface)?;
+            let _ = state.remove(&marker);
             return Ok(Status::Success);
         }
         drop(lock);
@@ -364,12 +364,16 @@ pub fn run_watcher(args: &WatcherArgs) -> Result<Status, CliError> {
     }
 }
 
-fn roll_back(roots: &Roots, iface: &str, previous: Option<&Snapshot>) -> Result<String, CliError> {
+fn roll_back(
+    roots: &Roots,
+    lock: &ApplyLock,
+    iface: &IfaceName,
+    previous: Option<&Snapshot>,
+) -> Result<String, CliError> {
     let Some(previous) = previous else {
         let txn = Txn::new(Op::Unload);
-        txn.begin(roots, iface)?;
-        install::uninstall(&roots.pins(iface));
-        txn.commit(roots, iface)?;
+        txn.begin(&lock.state)?;
+        txn.commit(roots, lock, iface)?;
         return Ok("unloaded (there was no policy before)".into());
     };
     let started = Instant::now();
@@ -385,6 +389,7 @@ fn roll_back(roots: &Roots, iface: &str, previous: Option<&Snapshot>) -> Result<
     let ifindex = install::ifindex(iface).map_err(runtime_err(iface))?;
     apply_locked_with(
         roots,
+        lock,
         iface,
         ifindex,
         &compiled,

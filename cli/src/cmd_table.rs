@@ -37,15 +37,16 @@ use patronus_compiler::ir::plan::MapKind;
 use patronus_compiler::ir::{Field, Storage};
 use patronus_compiler::net::Prefix;
 use patronus_compiler::typed::{AddrMatch, Family, Policy, TableId};
+use patronus_runtime::host::{IfaceName, StateDir, StateFile};
 use patronus_runtime::{install, sys};
 use serde::{Deserialize, Serialize};
 
 use crate::cmd_apply::{
-    Applying, Commit, Compiled, Mode, Roots, Snapshot, apply_locked_with, compile_snapshot_edited,
-    require_privileges, runtime_err,
+    ApplyLock, Applying, Commit, Compiled, Mode, Roots, Snapshot, apply_locked_with,
+    compile_snapshot_edited, require_privileges, runtime_err,
 };
 use crate::common::{CliError, ColorArgs, Status, write_stdout};
-use crate::txn::{Op, PendingChange, Txn, journal_path, tables_path};
+use crate::txn::{Op, PendingChange, Txn};
 
 #[derive(Debug, Args)]
 pub struct TableArgs {
@@ -68,7 +69,7 @@ pub enum TableAction {
 #[derive(Debug, Args)]
 pub struct TableEditArgs {
     #[arg(short = 'i', long = "interface", value_name = "IFACE")]
-    pub iface: String,
+    pub iface: IfaceName,
     /// The table's name in the policy (without `@`).
     #[arg(value_name = "TABLE")]
     pub table: String,
@@ -87,7 +88,7 @@ pub struct TableEditArgs {
 #[derive(Debug, Args)]
 pub struct TableListArgs {
     #[arg(short = 'i', long = "interface", value_name = "IFACE")]
-    pub iface: String,
+    pub iface: IfaceName,
     /// Print this table's prefixes.
     #[arg(value_name = "TABLE")]
     pub table: Option<String>,
@@ -350,9 +351,9 @@ fn lpm_key(prefix: &Prefix) -> Vec<u8> {
     key
 }
 
-fn read_tables_meta(roots: &Roots, iface: &str) -> Result<TablesMeta, CliError> {
-    let path = tables_path(roots, iface);
-    let text = std::fs::read_to_string(&path).map_err(|_| {
+fn read_tables_meta(state: &StateDir, iface: &IfaceName) -> Result<TablesMeta, CliError> {
+    let path = state.file_path(&StateFile::Tables);
+    let text = state.read(&StateFile::Tables)?.ok_or_else(|| {
         CliError::new(format!(
             "{iface}: no policy applied by this patronusc (no `{}`); run `patronusc apply` first",
             path.display()
@@ -382,17 +383,11 @@ pub(crate) struct Change {
     prefix: Prefix,
 }
 
-pub(crate) fn read_journal(roots: &Roots, iface: &str) -> Result<Vec<Change>, CliError> {
-    let path = journal_path(roots, iface);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => {
-            return Err(CliError::new(format!(
-                "cannot read `{}`: {e}",
-                path.display()
-            )));
-        }
+pub(crate) fn read_journal(lock: &ApplyLock) -> Result<Vec<Change>, CliError> {
+    let state = &lock.state;
+    let path = state.file_path(&StateFile::Journal);
+    let Some(text) = state.read(&StateFile::Journal)? else {
+        return Ok(Vec::new());
     };
     parse_journal(&text, &path)
 }
@@ -419,18 +414,8 @@ pub(crate) fn parse_journal(text: &str, path: &std::path::Path) -> Result<Vec<Ch
 
 /// The journal's text with `changes` appended: written whole, through the
 /// transaction, never appended in place (a kill mid-line would damage it).
-fn journal_with(roots: &Roots, iface: &str, changes: &[Change]) -> Result<String, CliError> {
-    let path = journal_path(roots, iface);
-    let mut text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => {
-            return Err(CliError::new(format!(
-                "cannot read `{}`: {e}",
-                path.display()
-            )));
-        }
-    };
+fn journal_with(state: &StateDir, changes: &[Change]) -> Result<String, CliError> {
+    let mut text = state.read(&StateFile::Journal)?.unwrap_or_default();
     for c in changes {
         let _ = writeln!(
             text,
@@ -469,11 +454,12 @@ pub(crate) fn edit_tables(policy: &mut Policy, changes: &[Change]) -> Result<Vec
     Ok(effective)
 }
 
-pub(crate) fn read_snapshot(roots: &Roots, iface: &str) -> Result<Snapshot, CliError> {
-    let path = crate::txn::snapshot_path(roots, iface);
-    let text = std::fs::read_to_string(&path).map_err(|e| {
+pub(crate) fn read_snapshot(lock: &ApplyLock, iface: &IfaceName) -> Result<Snapshot, CliError> {
+    let state = &lock.state;
+    let path = state.file_path(&StateFile::Snapshot);
+    let text = state.read(&StateFile::Snapshot)?.ok_or_else(|| {
         CliError::new(format!(
-            "{iface}: cannot read the running policy's sources `{}`: {e}",
+            "{iface}: cannot read the running policy's sources `{}`: it does not exist",
             path.display()
         ))
     })?;
@@ -491,10 +477,7 @@ pub fn run(args: &TableArgs) -> Result<Status, CliError> {
 
 fn run_edit(args: &TableEditArgs, add: bool) -> Result<Status, CliError> {
     let started = Instant::now();
-    let iface = args.iface.as_str();
-    if iface.is_empty() || iface.contains('/') || iface.starts_with('.') {
-        return Err(CliError::new(format!("`{iface}` is not an interface name")));
-    }
+    let iface = &args.iface;
     let prefixes = args
         .cidrs
         .iter()
@@ -504,19 +487,20 @@ fn run_edit(args: &TableEditArgs, add: bool) -> Result<Status, CliError> {
     require_privileges()?;
     let pins = args.roots.pins(iface);
     crate::txn::ignore_hangup();
-    let _lock = crate::txn::settle(&args.roots, iface)?;
+    let lock = crate::txn::settle(&args.roots, iface)?;
     if !pins.installed() {
         return Err(CliError::new(format!(
             "{iface}: no policy applied (interfaces with one: {})",
-            list_or_none(&args.roots.interfaces())
+            list_or_none(&args.roots.interfaces()?)
         )));
     }
+    let state = &lock.state;
     // Begun before the first map write: a kill before the commit below
     // brings the maps back to the journal as it was (the change did not
     // happen), a kill after it finds the journal complete.
     let txn = Txn::new(Op::Table);
     let mut begun = false;
-    let meta = read_tables_meta(&args.roots, iface)?;
+    let meta = read_tables_meta(state, iface)?;
     let table = meta
         .tables
         .iter()
@@ -554,7 +538,7 @@ fn run_edit(args: &TableEditArgs, add: bool) -> Result<Status, CliError> {
             let fd = install::live_map(&pins, &map.map, false)
                 .map_err(runtime_err("cannot open the table's map"))?;
             if !begun {
-                txn.begin(&args.roots, iface)?;
+                txn.begin(state)?;
                 begun = true;
             }
             patronus_runtime::fault::point("table map write");
@@ -605,15 +589,15 @@ fn run_edit(args: &TableEditArgs, add: bool) -> Result<Status, CliError> {
     if begun {
         let mut txn = txn;
         if !journal.is_empty() {
-            txn.journal = Some(journal_with(&args.roots, iface, &journal)?);
+            txn.journal = Some(journal_with(state, &journal)?);
         }
-        txn.commit(&args.roots, iface)?;
+        txn.commit(&args.roots, &lock, iface)?;
     }
     let mut report = String::new();
     if !general.is_empty() {
         let t0 = Instant::now();
-        let snapshot = read_snapshot(&args.roots, iface)?;
-        let recorded = read_journal(&args.roots, iface)?;
+        let snapshot = read_snapshot(&lock, iface)?;
+        let recorded = read_journal(&lock)?;
         let mut effective = Vec::new();
         let color = args.color;
         let compiled = compile_snapshot_edited(&snapshot, &color, &mut |policy| {
@@ -641,9 +625,10 @@ fn run_edit(args: &TableEditArgs, add: bool) -> Result<Status, CliError> {
                 .map(|(c, _)| c.prefix),
         );
         if !applied.is_empty() {
-            let ifindex = install::ifindex(iface).map_err(runtime_err(iface))?;
+            let ifindex = install::ifindex(iface.as_str()).map_err(runtime_err(iface.as_str()))?;
             report = apply_locked_with(
                 &args.roots,
+                &lock,
                 iface,
                 ifindex,
                 &compiled,
@@ -656,7 +641,7 @@ fn run_edit(args: &TableEditArgs, add: bool) -> Result<Status, CliError> {
                 },
                 Commit {
                     snapshot: None,
-                    journal: Some(journal_with(&args.roots, iface, &applied)?),
+                    journal: Some(journal_with(state, &applied)?),
                     pending: PendingChange::Keep,
                     watcher: None,
                 },
@@ -786,25 +771,27 @@ fn prefix_text(prefix: &Prefix) -> String {
     format!("{}/{}", prefix.addr, prefix.len)
 }
 
-fn list_or_none(names: &[String]) -> String {
+fn list_or_none(names: &[IfaceName]) -> String {
     if names.is_empty() {
         "none".into()
     } else {
+        let names: Vec<&str> = names.iter().map(IfaceName::as_str).collect();
         names.join(", ")
     }
 }
 
 fn run_list(args: &TableListArgs) -> Result<Status, CliError> {
-    let iface = args.iface.as_str();
-    let _lock = crate::txn::settle(&args.roots, iface)?;
-    let meta = read_tables_meta(&args.roots, iface)?;
+    let iface = &args.iface;
+    let lock = crate::txn::settle(&args.roots, iface)?;
+    let state = &lock.state;
+    let meta = read_tables_meta(state, iface)?;
     if let Some(name) = &args.table
         && !meta.tables.iter().any(|t| &t.name == name)
     {
         return Err(unknown_table(name, &meta));
     }
-    let snapshot = read_snapshot(&args.roots, iface)?;
-    let journal = read_journal(&args.roots, iface)?;
+    let snapshot = read_snapshot(&lock, iface)?;
+    let journal = read_journal(&lock)?;
     let mut tables = Vec::new();
     compile_snapshot_edited(&snapshot, &args.color, &mut |policy| {
         edit_tables(policy, &journal)?;

@@ -62,6 +62,12 @@ impl fmt::Display for CliError {
 
 impl std::error::Error for CliError {}
 
+impl From<patronus_runtime::host::HostError> for CliError {
+    fn from(error: patronus_runtime::host::HostError) -> CliError {
+        CliError::new(error.to_string())
+    }
+}
+
 /// `--color auto|always|never`, for subcommands that print diagnostics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
 pub enum ColorChoice {

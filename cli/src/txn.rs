@@ -25,13 +25,11 @@
 //! alive). Writes need no fsync: the state root and bpffs live in memory
 //! and do not outlive a reboot.
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
-
+use patronus_runtime::host::{IfaceName, StateDir, StateFile};
 use patronus_runtime::install::{self, Intent, Recovered};
 use serde::{Deserialize, Serialize};
 
-use crate::cmd_apply::{Meta, Roots, Snapshot, write_private};
+use crate::cmd_apply::{ApplyLock, Meta, Roots, Snapshot};
 use crate::cmd_confirm::Pending;
 use crate::cmd_table::TablesMeta;
 use crate::common::{CliError, ColorArgs, ColorChoice};
@@ -117,30 +115,6 @@ pub struct Txn {
     pub pending: PendingChange,
 }
 
-pub fn state_dir(roots: &Roots, iface: &str) -> PathBuf {
-    roots.state_root.join(iface)
-}
-
-fn txn_path(roots: &Roots, iface: &str) -> PathBuf {
-    state_dir(roots, iface).join("txn.json")
-}
-
-pub(crate) fn snapshot_path(roots: &Roots, iface: &str) -> PathBuf {
-    state_dir(roots, iface).join("snapshot.json")
-}
-
-pub(crate) fn pending_path(roots: &Roots, iface: &str) -> PathBuf {
-    state_dir(roots, iface).join("pending.json")
-}
-
-pub(crate) fn tables_path(roots: &Roots, iface: &str) -> PathBuf {
-    state_dir(roots, iface).join("tables.json")
-}
-
-pub(crate) fn journal_path(roots: &Roots, iface: &str) -> PathBuf {
-    state_dir(roots, iface).join("journal")
-}
-
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -152,17 +126,18 @@ fn encode<T: Serialize>(what: &str, value: &T) -> Result<String, CliError> {
 }
 
 /// Writes a state file (a kill point).
-fn write_state(path: &Path, text: &str) -> Result<(), CliError> {
+fn write_state(state: &StateDir, file: &StateFile, text: &str) -> Result<(), CliError> {
     patronus_runtime::fault::point("write state");
-    write_private(path, text)
+    Ok(state.write(file, text.as_bytes())?)
 }
 
 /// Removes a state file if it is there (a kill point only when it is).
-pub(crate) fn remove_state(path: &Path) {
-    if path.exists() {
+pub(crate) fn remove_state(state: &StateDir, file: &StateFile) -> Result<(), CliError> {
+    if state.exists(file) {
         patronus_runtime::fault::point("unlink state");
-        let _ = std::fs::remove_file(path);
+        state.remove(file)?;
     }
+    Ok(())
 }
 
 impl Txn {
@@ -181,94 +156,105 @@ impl Txn {
 
     /// Records the change durably: call before the first pin, link or map
     /// write.
-    pub fn begin(&self, roots: &Roots, iface: &str) -> Result<(), CliError> {
-        write_state(&txn_path(roots, iface), &encode("the transaction", self)?)
+    pub fn begin(&self, state: &StateDir) -> Result<(), CliError> {
+        write_state(state, &StateFile::Txn, &encode("the transaction", self)?)
     }
 
-    /// The change is done in the kernel: writes the state files it
-    /// implies, then forgets the transaction.
-    pub fn commit(&self, roots: &Roots, iface: &str) -> Result<(), CliError> {
+    /// The change is done in the kernel (an unload: does it, pins first):
+    /// writes the state files it implies, then forgets the transaction.
+    pub(crate) fn commit(
+        &self,
+        roots: &Roots,
+        lock: &ApplyLock,
+        iface: &IfaceName,
+    ) -> Result<(), CliError> {
+        let state = &lock.state;
         if self.op == Op::Unload {
-            for path in [
-                roots.meta_path(iface),
-                tables_path(roots, iface),
-                journal_path(roots, iface),
-                pending_path(roots, iface),
-                snapshot_path(roots, iface),
+            patronus_runtime::fault::point("remove pins");
+            if let Err(err) = roots.host().remove_pins(iface) {
+                // Nothing to finish later: the state describing what may
+                // still be attached stays, and the error is reported.
+                abort(state);
+                return Err(err.into());
+            }
+            for file in [
+                StateFile::Meta,
+                StateFile::Tables,
+                StateFile::Journal,
+                StateFile::Pending,
+                StateFile::Snapshot,
             ] {
-                remove_state(&path);
+                remove_state(state, &file)?;
             }
         }
         if let Some(meta) = &self.meta {
             let text = serde_json::to_string_pretty(meta)
                 .map_err(|e| CliError::new(format!("cannot encode metadata: {e}")))?;
-            write_state(&roots.meta_path(iface), &text)?;
+            write_state(state, &StateFile::Meta, &text)?;
         }
         if let Some(tables) = &self.tables {
             write_state(
-                &tables_path(roots, iface),
+                state,
+                &StateFile::Tables,
                 &encode("table metadata", tables)?,
             )?;
         }
         if let Some(snapshot) = &self.snapshot {
             write_state(
-                &snapshot_path(roots, iface),
+                state,
+                &StateFile::Snapshot,
                 &encode("the saved policy", snapshot)?,
             )?;
         }
         match self.journal.as_deref() {
             None => {}
-            Some("") => remove_state(&journal_path(roots, iface)),
-            Some(text) => write_state(&journal_path(roots, iface), text)?,
+            Some("") => remove_state(state, &StateFile::Journal)?,
+            Some(text) => write_state(state, &StateFile::Journal, text)?,
         }
         match &self.pending {
             PendingChange::Keep => {}
-            PendingChange::Clear => remove_state(&pending_path(roots, iface)),
+            PendingChange::Clear => remove_state(state, &StateFile::Pending)?,
             PendingChange::Set(pending) => write_state(
-                &pending_path(roots, iface),
+                state,
+                &StateFile::Pending,
                 &encode("the pending confirmation", pending)?,
             )?,
         }
-        remove_state(&txn_path(roots, iface));
-        Ok(())
+        remove_state(state, &StateFile::Txn)
     }
 }
 
 /// The change did not happen (it failed cleanly before the kernel changed,
 /// or its recovery rolled back): forget it.
-pub fn abort(roots: &Roots, iface: &str) {
-    remove_state(&txn_path(roots, iface));
+pub fn abort(state: &StateDir) {
+    let _ = remove_state(state, &StateFile::Txn);
 }
 
-/// The interrupted change on `iface`, if any.
-pub fn interrupted(roots: &Roots, iface: &str) -> Result<Option<Txn>, CliError> {
-    let path = txn_path(roots, iface);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(CliError::new(format!(
-                "cannot read `{}`: {e}",
-                path.display()
-            )));
-        }
+/// The interrupted change recorded in `state`, if any.
+pub fn interrupted(state: &StateDir) -> Result<Option<Txn>, CliError> {
+    let Some(text) = state.read(&StateFile::Txn)? else {
+        return Ok(None);
     };
     serde_json::from_str(&text).map(Some).map_err(|e| {
         CliError::new(format!(
             "`{}` is damaged ({e}): an interrupted change cannot be finished; check the \
              interface by hand, then remove the file",
-            path.display()
+            state.file_path(&StateFile::Txn).display()
         ))
     })
 }
 
 /// Finishes an interrupted change with the interface lock held. Returns
 /// what was done, for the operator; `None` when there was nothing.
-pub fn recover(roots: &Roots, iface: &str) -> Result<Option<String>, CliError> {
+pub(crate) fn recover(
+    roots: &Roots,
+    lock: &ApplyLock,
+    iface: &IfaceName,
+) -> Result<Option<String>, CliError> {
     let pins = roots.pins(iface);
-    let Some(txn) = interrupted(roots, iface)? else {
+    let Some(txn) = interrupted(&lock.state)? else {
         // Staging pins of a run killed before it recorded anything.
-        if pins.dir.exists() {
+        if roots.host().existing_pins(iface)?.is_some() {
             install::clean_staged(&pins);
         }
         return Ok(None);
@@ -278,30 +264,29 @@ pub fn recover(roots: &Roots, iface: &str) -> Result<Option<String>, CliError> {
             let intent = txn.intent.as_ref().ok_or_else(|| {
                 CliError::new(format!(
                     "`{}` names no programs: damaged",
-                    txn_path(roots, iface).display()
+                    lock.state.file_path(&StateFile::Txn).display()
                 ))
             })?;
             match install::recover(&pins, &intent.intent()).map_err(|e| {
                 CliError::new(format!("{iface}: cannot finish an interrupted apply: {e}"))
             })? {
                 Recovered::Forward => {
-                    txn.commit(roots, iface)?;
+                    txn.commit(roots, lock, iface)?;
                     "the new policy was running: its apply is finished"
                 }
                 Recovered::Back => {
-                    abort(roots, iface);
+                    abort(&lock.state);
                     "it had not taken effect: rolled back to the policy before it"
                 }
             }
         }
         Op::InPlace | Op::Table => {
-            reconcile(roots, iface, &txn)?;
-            txn.commit(roots, iface)?;
+            reconcile(roots, lock, iface, &txn)?;
+            txn.commit(roots, lock, iface)?;
             "its map contents are now written in full"
         }
         Op::Unload => {
-            install::uninstall(&pins);
-            txn.commit(roots, iface)?;
+            txn.commit(roots, lock, iface)?;
             "the unload is finished"
         }
     };
@@ -313,14 +298,20 @@ pub fn recover(roots: &Roots, iface: &str) -> Result<Option<String>, CliError> {
 
 /// Brings the maps of the running program to the saved policy with its
 /// journal (as the transaction will leave them), in place.
-fn reconcile(roots: &Roots, iface: &str, txn: &Txn) -> Result<(), CliError> {
+fn reconcile(
+    roots: &Roots,
+    lock: &ApplyLock,
+    iface: &IfaceName,
+    txn: &Txn,
+) -> Result<(), CliError> {
     let snapshot = match &txn.snapshot {
         Some(snapshot) => snapshot.clone(),
-        None => crate::cmd_table::read_snapshot(roots, iface)?,
+        None => crate::cmd_table::read_snapshot(lock, iface)?,
     };
+    let path = lock.state.file_path(&StateFile::Journal);
     let journal = match &txn.journal {
-        Some(text) => crate::cmd_table::parse_journal(text, &journal_path(roots, iface))?,
-        None => crate::cmd_table::read_journal(roots, iface)?,
+        Some(text) => crate::cmd_table::parse_journal(text, &path)?,
+        None => crate::cmd_table::read_journal(lock)?,
     };
     let color = ColorArgs {
         color: ColorChoice::Never,
@@ -343,58 +334,17 @@ fn reconcile(roots: &Roots, iface: &str, txn: &Txn) -> Result<(), CliError> {
     .map_err(|e| CliError::new(format!("{iface}: cannot finish an interrupted update: {e}")))
 }
 
-/// An exclusive `flock` on the interface's lock file, released on drop.
-pub struct IfaceLock {
-    _held: File,
-}
-
-fn lock_file(roots: &Roots, iface: &str) -> Result<File, CliError> {
-    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
-    let dir = state_dir(roots, iface);
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)
-        .map_err(|e| CliError::new(format!("cannot create `{}`: {e}", dir.display())))?;
-    let path = dir.join("lock");
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| CliError::new(format!("cannot open `{}`: {e}", path.display())))
-}
-
-impl IfaceLock {
-    /// Blocks until no other command changes `iface`.
-    pub fn take(roots: &Roots, iface: &str) -> Result<IfaceLock, CliError> {
-        let file = lock_file(roots, iface)?;
-        file.lock()
-            .map_err(|e| CliError::new(format!("cannot lock the state of {iface}: {e}")))?;
-        Ok(IfaceLock { _held: file })
-    }
-
-    /// The lock if it is free now (`status` does not wait for an apply).
-    pub fn try_take(roots: &Roots, iface: &str) -> Result<Option<IfaceLock>, CliError> {
-        let file = lock_file(roots, iface)?;
-        match file.try_lock() {
-            Ok(()) => Ok(Some(IfaceLock { _held: file })),
-            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-            Err(std::fs::TryLockError::Error(e)) => Err(CliError::new(format!(
-                "cannot lock the state of {iface}: {e}"
-            ))),
-        }
-    }
-}
-
 /// With the lock held: finishes an interrupted change, then performs an
 /// overdue `--confirm` rollback. What was done is printed on stderr.
-pub fn settle_locked(roots: &Roots, iface: &str) -> Result<(), CliError> {
-    if let Some(note) = recover(roots, iface)? {
+pub(crate) fn settle_locked(
+    roots: &Roots,
+    lock: &ApplyLock,
+    iface: &IfaceName,
+) -> Result<(), CliError> {
+    if let Some(note) = recover(roots, lock, iface)? {
         eprintln!("patronusc: {note}");
     }
-    if let Some(note) = crate::cmd_confirm::overdue_rollback(roots, iface)? {
+    if let Some(note) = crate::cmd_confirm::overdue_rollback(roots, lock, iface)? {
         eprintln!("patronusc: warning: {note}");
     }
     Ok(())
@@ -402,9 +352,9 @@ pub fn settle_locked(roots: &Roots, iface: &str) -> Result<(), CliError> {
 
 /// Takes the interface lock and settles (see [`settle_locked`]): what
 /// every command that reads or changes an interface's policy does first.
-pub fn settle(roots: &Roots, iface: &str) -> Result<IfaceLock, CliError> {
-    let lock = IfaceLock::take(roots, iface)?;
-    settle_locked(roots, iface)?;
+pub(crate) fn settle(roots: &Roots, iface: &IfaceName) -> Result<ApplyLock, CliError> {
+    let lock = ApplyLock::take(roots, iface)?;
+    settle_locked(roots, &lock, iface)?;
     Ok(lock)
 }
 

@@ -106,9 +106,11 @@ fn a_policy_that_does_not_compile_exits_2() {
         "{}",
         run.stderr
     );
-    // The policy that compiles still ran.
+    // The policy that compiles still ran, but the summary is not "ok".
     assert!(
-        run.stdout.contains("test result: ok. 3 passed; 0 failed"),
+        run.stdout.contains(
+            "test result: FAILED. 3 passed; 0 failed; 1 policy did not compile, load or run"
+        ),
         "{}",
         run.stdout
     );
@@ -116,6 +118,32 @@ fn a_policy_that_does_not_compile_exits_2() {
     let missing = patronusc(&dir.0, &["test", "missing.pf"]);
     assert_eq!(missing.code, 2);
     assert!(missing.stderr.contains("missing.pf"), "{}", missing.stderr);
+}
+
+#[test]
+fn a_policy_that_fails_to_load_or_has_no_tests_is_never_ok() {
+    let dir = TempDir::new("nothing-ran");
+    dir.write("broken.pf", "allow tcp to port $nope\n");
+    dir.write("empty.pf", "allow tcp to port 80\n");
+    let broken = patronusc(&dir.0, &["test", "--engine", "interpreter", "broken.pf"]);
+    assert_eq!(broken.code, 2, "{}{}", broken.stdout, broken.stderr);
+    assert!(!broken.stdout.contains("ok."), "{}", broken.stdout);
+    assert!(
+        broken
+            .stdout
+            .contains("test result: FAILED. 0 passed; 0 failed"),
+        "{}",
+        broken.stdout
+    );
+    let empty = patronusc(&dir.0, &["test", "--engine", "interpreter", "empty.pf"]);
+    assert_eq!(empty.code, 1, "{}{}", empty.stdout, empty.stderr);
+    assert!(
+        empty
+            .stdout
+            .contains("test result: FAILED. 0 passed; 0 failed; no tests ran"),
+        "{}",
+        empty.stdout
+    );
 }
 
 #[test]

@@ -67,7 +67,9 @@ fn reach(setup: &Setup) -> Reach {
         let ns = setup.client.clone();
         std::thread::spawn(move || {
             let target = socket_addr(SERVER, port);
-            in_netns(&ns, move || TcpStream::connect_timeout(&target, PROBE).is_ok())
+            in_netns(&ns, move || {
+                TcpStream::connect_timeout(&target, PROBE).is_ok()
+            })
         })
     };
     let (p80, p81) = (probe(80), probe(81));
@@ -278,7 +280,13 @@ impl World {
                 );
             }
         }
-        for leftover in ["maps_new", "maps_old", "prog_new", "prog_tc_new", "link_tc_new"] {
+        for leftover in [
+            "maps_new",
+            "maps_old",
+            "prog_new",
+            "prog_tc_new",
+            "link_tc_new",
+        ] {
             assert!(
                 !pins.dir.join(leftover).exists(),
                 "{what}: {leftover} was left behind"
@@ -479,15 +487,7 @@ fn every_kill_point_of_every_change_leaves_one_policy_and_the_truth() {
         w.sweep(
             "apply --confirm",
             &|w| w.apply(&w.a),
-            &[
-                "apply",
-                &b,
-                "-i",
-                &iface,
-                "--confirm",
-                "1s",
-                "--no-watcher",
-            ],
+            &["apply", &b, "-i", &iface, "--confirm", "1s", "--no-watcher"],
             (Some(&a), A),
             (Some(&b), B),
             &|w, _| {

@@ -304,21 +304,12 @@ fn pin_object(loaded: &Loaded, pins: &Pins, staged: bool) -> Result<(), RuntimeE
 }
 
 /// Removes every file of `dir` and `dir` itself (pins only: unpinning a
-/// link detaches it once no descriptor holds it).
+/// link detaches it once no descriptor holds it), following no symlink
+/// (`crate::host::dirs`).
 fn remove_dir_pins(dir: &Path) {
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                remove_dir_pins(&path);
-            } else {
-                remove_file(&path);
-            }
-        }
-    }
-    if dir.exists() {
-        crate::fault::point("rmdir");
-        let _ = std::fs::remove_dir(dir);
+    if dir.symlink_metadata().is_ok() {
+        crate::fault::point("remove tree");
+        let _ = crate::host::dirs::remove_path_tree(dir);
     }
 }
 
@@ -766,10 +757,12 @@ pub fn live_map(pins: &Pins, name: &str, readonly: bool) -> Result<OwnedFd, Runt
     Ok(fd)
 }
 
-/// Detaches the policy installed at `pins` and removes every pin.
-/// `false` when nothing was installed there.
+/// Detaches the policy installed at `pins` and removes every pin,
+/// following no symlink; best effort (cleanup of a failed load, tests).
+/// `false` when nothing was installed there. `patronusc unload` uses
+/// [`crate::host::Roots::remove_pins`], which reports what remains.
 pub fn uninstall(pins: &Pins) -> bool {
-    let existed = pins.dir.exists();
+    let existed = pins.dir.symlink_metadata().is_ok();
     // Links first: the interface is unfiltered from here on.
     remove_file(&pins.xdp_link());
     remove_file(&pins.tc_link());

@@ -6,6 +6,8 @@
 //!   and state resets.
 //! - [`install`]: attaching a policy to an interface (XDP + tcx egress
 //!   links pinned on bpffs), atomic replacement, pinned counters, removal.
+//! - [`host`]: the pin and state directories of each interface (validated
+//!   names, root-owned 0700 directories used through verified descriptors).
 //! - [`events`]: `log` events from a pinned ring buffer.
 //! - [`probe`]: whether this process can load and test-run programs at all.
 //! - [`RuntimeError`]: every failure as data; verifier rejections carry the
@@ -18,6 +20,7 @@
 pub mod error;
 pub mod events;
 pub mod fault;
+pub mod host;
 pub mod install;
 pub mod loaded;
 pub mod mapped;
