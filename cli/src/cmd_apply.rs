@@ -545,8 +545,10 @@ struct Carry<'a> {
 impl Carry<'_> {
     fn add(&mut self, stats: std::os::fd::BorrowedFd<'_>, values: &[Vec<u64>]) -> usize {
         let carried = carried_counters(&self.previous.counters, values, self.new);
+        // One kill point per carry, whatever the number of counters (it
+        // depends on the traffic): kill-point numbers stay stable.
+        patronus_runtime::fault::point("carry counters");
         for (index, words) in &carried {
-            patronus_runtime::fault::point("carry counter");
             if let Err(err) = install::add_counters(stats, *index, words) {
                 eprintln!(
                     "patronusc: warning: counter {index} of the replaced policy not kept: {err}"
