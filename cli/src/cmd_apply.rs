@@ -670,6 +670,9 @@ pub(crate) fn require_root_to_read() -> Result<(), CliError> {
 }
 
 pub fn run_apply(args: &ApplyArgs) -> Result<Status, CliError> {
+    // Before anything: a hang-up (a dropped SSH session, the case
+    // `--confirm` exists for) must not cut an apply short.
+    crate::txn::ignore_hangup();
     let started = Instant::now();
     let Some(compiled) = compile(&args.policy, &args.color)? else {
         eprintln!("patronusc: the policy has errors; nothing was changed");
@@ -709,7 +712,6 @@ pub fn run_apply(args: &ApplyArgs) -> Result<Status, CliError> {
             ),
         }
     }
-    crate::txn::ignore_hangup();
     let lock = crate::txn::settle(&args.roots, &iface)?;
     let confirm = crate::cmd_confirm::before_apply(&args.roots, &lock, &iface, args.confirm)?;
     let source = std::fs::canonicalize(&args.policy).unwrap_or_else(|_| args.policy.clone());

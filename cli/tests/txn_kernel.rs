@@ -704,6 +704,67 @@ fn concurrent_applies_serialise() {
     }
 }
 
+/// A hang-up (what a dropped SSH session sends) during `apply --confirm`
+/// does not cut it short: SIGHUP is ignored, the apply finishes, and its
+/// watcher still rolls it back at the deadline.
+#[test]
+fn a_hangup_during_apply_changes_nothing() {
+    if !kernel_or_skip("a_hangup_during_apply_changes_nothing") {
+        return;
+    }
+    let w = World::new("hangup");
+    let iface = w.iface().to_owned();
+    w.apply(&w.a);
+    let child = w
+        .command(&["apply", &w.b, "-i", &iface, "--confirm", "2s"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawning patronusc");
+    let pid = child.id() as i32;
+    // Hang-ups all through the apply, once patronusc runs (nsenter, then
+    // the process start, come first: SIGHUP in the ignored set, or 50 ms).
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(50) {
+        let ignored = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|status| {
+                let hex = status.lines().find_map(|l| l.strip_prefix("SigIgn:"))?;
+                u64::from_str_radix(hex.trim(), 16).ok()
+            })
+            .is_some_and(|mask| mask & 1 != 0);
+        if ignored {
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let hangups = std::thread::spawn(move || {
+        for _ in 0..400 {
+            // SAFETY: kill(2) on our own child (gone: ESRCH, ignored).
+            if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+    let out = child.wait_with_output().expect("waiting");
+    hangups.join().expect("the signal thread");
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(reach_one_of(&w.setup, &[B]), B, "B was applied");
+    w.assert_consistent("after the hang-ups", &[(Some(&w.b), B)]);
+    // Not confirmed: the watcher brings A back.
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while w.meta_source().as_deref() != Some(w.a.as_str()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(reach_one_of(&w.setup, &[A]), A, "the rollback ran");
+}
+
 /// The rollback watcher dies (`kill -9`): the deadline still holds. A
 /// `confirm` after it fails and rolls back instead of "succeeding with 0.0
 /// s left"; `status` before it shows the confirmation pending.
