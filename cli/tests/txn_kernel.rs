@@ -568,7 +568,11 @@ fn counters_never_go_backwards_at_any_kill_point_of_a_replace() {
         let floor = stats_sum(&w);
         assert!(floor > 0, "the probes were counted");
         let out = w.bin(&args, Some(*k), false);
-        assert_eq!(out.status.signal(), Some(libc_sigkill()), "point {k} ({step})");
+        assert_eq!(
+            out.status.signal(),
+            Some(libc_sigkill()),
+            "point {k} ({step})"
+        );
         if let Some(raw) = raw_stats_sum(&w) {
             assert!(
                 raw >= floor,
