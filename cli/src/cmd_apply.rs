@@ -25,8 +25,15 @@
 //!   rate-limit state and counters are untouched. A map whose pinned
 //!   shape differs falls back to a full replace; a failed in-place write
 //!   restores the old entries and fails the apply.
-//! - `status` reads the pins and the metadata (`stats`: `cmd_stats`).
-//! - `unload -i IFACE` detaches and removes the pins.
+//! - `status` reads the pins and the metadata and compares them with the
+//!   kernel: the pinned link's interface and program against the
+//!   interface of that name now and the recorded program (`stats`:
+//!   `cmd_stats`).
+//! - `unload -i IFACE` detaches and removes the pins, then the state.
+//!
+//! Which directories and files belong to an interface, and how they are
+//! created, written and removed safely, is `patronus_runtime::host`'s: the
+//! CLI names state files ([`StateFile`]) and never builds their paths.
 //! - `load POLICY --pin-dir DIR` loads and pins without attaching (for
 //!   benchmark harnesses), optionally recording `--out` flows in conntrack.
 

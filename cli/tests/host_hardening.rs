@@ -292,3 +292,81 @@ fn loopback_needs_force() {
     host.apply_lo();
     assert_still_attached(&host, "apply --force");
 }
+
+#[test]
+fn unload_removes_nothing_off_bpffs() {
+    if !kernel_or_skip("unload_removes_nothing_off_bpffs") {
+        return;
+    }
+    // Root's own 0700 directories, but a plain file system: what looks
+    // like pins there is not ours to delete.
+    let base = std::env::temp_dir().join(format!("patronus-test-hh-nobpf-{}", std::process::id()));
+    let pins = base.join("pins/lo");
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(&pins)
+        .expect("creating the directories");
+    std::fs::write(pins.join("link_xdp"), "precious").expect("writing a file");
+    let out = run(
+        BIN,
+        &[
+            "unload",
+            "-i",
+            "lo",
+            "--pin-root",
+            base.join("pins").to_str().expect("UTF-8"),
+            "--state-root",
+            base.join("state").to_str().expect("UTF-8"),
+        ],
+    );
+    let kept = std::fs::read_to_string(pins.join("link_xdp")).ok();
+    let _ = std::fs::remove_dir_all(&base);
+    assert_eq!(out.code, Some(2), "{}", out.text());
+    assert!(out.stderr.contains("not on a bpffs"), "{}", out.text());
+    assert_eq!(kept.as_deref(), Some("precious"));
+}
+
+#[test]
+fn status_says_not_attached_once_the_interface_is_gone() {
+    if !kernel_or_skip("status_says_not_attached_once_the_interface_is_gone") {
+        return;
+    }
+    let host = Host::new("gone");
+    let dummy = format!("ptd{}", std::process::id() % 100_000);
+    let peer = format!("ptp{}", std::process::id() % 100_000);
+    let link = |args: &[&str]| {
+        let mut argv = vec!["-n", host.ns.as_str(), "link"];
+        argv.extend(args);
+        let out = run("ip", &argv);
+        assert_eq!(out.code, Some(0), "ip {argv:?}: {}", out.text());
+    };
+    link(&["add", &dummy, "type", "veth", "peer", "name", &peer]);
+    link(&["set", &dummy, "up"]);
+    let out = host.patronusc(&["apply", &web(), "-i", &dummy, "--mode", "generic"]);
+    assert_eq!(out.code, Some(0), "{}", out.text());
+    let out = host.patronusc(&["status", "-i", &dummy, "--json"]);
+    assert_eq!(out.code, Some(0), "{}", out.text());
+    assert!(out.stdout.contains("\"attached\": true"), "{}", out.text());
+
+    link(&["del", &dummy]);
+    let out = host.patronusc(&["status", "-i", &dummy]);
+    assert_eq!(out.code, Some(1), "{}", out.text());
+    assert!(
+        out.stdout.contains(&format!("{dummy}: NOT ATTACHED")) && out.stdout.contains("deleted"),
+        "{}",
+        out.text()
+    );
+    let out = host.patronusc(&["status", "--json"]);
+    assert_eq!(out.code, Some(1), "{}", out.text());
+    assert!(
+        out.stdout.contains("\"attached\": false") && out.stdout.contains("\"problem\""),
+        "{}",
+        out.text()
+    );
+
+    link(&["add", &dummy, "type", "veth", "peer", "name", &peer]);
+    let out = host.patronusc(&["status", "-i", &dummy]);
+    assert_eq!(out.code, Some(1), "{}", out.text());
+    assert!(out.stdout.contains("NOT filtered"), "{}", out.text());
+    let out = host.patronusc(&["unload", "-i", &dummy]);
+    assert_eq!(out.code, Some(0), "{}", out.text());
+}

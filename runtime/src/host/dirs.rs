@@ -482,6 +482,106 @@ mod tests {
 
     const DIR: u32 = libc::S_IFDIR;
 
+    /// A fresh scratch directory (the test's own user owns it).
+    fn scratch(label: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("patronus-dirs-{label}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("creating the scratch directory");
+        dir
+    }
+
+    fn mode_of(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::symlink_metadata(path)
+            .expect("stat")
+            .permissions()
+            .mode()
+            & 0o7777
+    }
+
+    #[test]
+    fn created_directories_are_0700_and_others_are_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let base = scratch("create");
+        let root = base.join("a/b/root");
+        let dir = SafeDir::create(&root).expect("created");
+        assert_eq!(mode_of(&root), 0o700);
+        let sub = dir.create_dir("eth0").expect("created");
+        assert_eq!(mode_of(sub.path()), 0o700);
+        // Existing and right: opened again.
+        assert!(SafeDir::open(&root).expect("verified").is_some());
+        // Existing and open to others: refused, never repaired.
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let err = SafeDir::create(&root).expect_err("a 0755 directory");
+        assert!(
+            matches!(
+                &err,
+                HostError::Untrusted {
+                    problem: DirProblem::Mode { mode: 0o755 },
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("rm -r"), "{err}");
+        assert_eq!(mode_of(&root), 0o755, "not repaired");
+        // A symlink to a good directory is not a directory.
+        let link = base.join("link");
+        std::os::unix::fs::symlink(sub.path(), &link).expect("symlink");
+        let err = SafeDir::open(&link).expect_err("a symlink");
+        assert!(
+            matches!(
+                err,
+                HostError::Untrusted {
+                    problem: DirProblem::NotADirectory,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(&base);
+    }
+
+    #[test]
+    fn writes_and_removals_follow_no_symlink() {
+        let base = scratch("nofollow");
+        let victim = base.join("victim");
+        std::fs::write(&victim, "keep").expect("writing the victim");
+        let dir = SafeDir::create(&base.join("state")).expect("created");
+        // A symlink where the temporary goes, and one where the file goes.
+        std::os::unix::fs::symlink(&victim, dir.path().join("meta.json.tmp")).expect("symlink");
+        std::os::unix::fs::symlink(&victim, dir.path().join("journal")).expect("symlink");
+        dir.write("meta.json", b"{}").expect("written");
+        assert_eq!(std::fs::read_to_string(&victim).expect("victim"), "keep");
+        assert_eq!(dir.read("meta.json").expect("read").as_deref(), Some("{}"));
+        assert_eq!(mode_of(&dir.path().join("meta.json")), 0o600);
+        // Appending through a symlink fails rather than writing the target.
+        assert!(dir.append("journal", b"x").is_err());
+        assert!(dir.read("journal").is_err(), "reading through a symlink");
+        assert_eq!(std::fs::read_to_string(&victim).expect("victim"), "keep");
+        // A symlinked directory inside is removed as a link, not emptied.
+        let target = base.join("target");
+        std::fs::create_dir(&target).expect("mkdir");
+        std::fs::write(target.join("file"), "keep").expect("write");
+        std::os::unix::fs::symlink(&target, dir.path().join("maps")).expect("symlink");
+        let mut errors = Vec::new();
+        dir.remove_contents(&mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(dir.names().expect("listing").is_empty());
+        assert_eq!(
+            std::fs::read_to_string(target.join("file")).expect("kept"),
+            "keep"
+        );
+        assert_eq!(std::fs::read_to_string(&victim).expect("victim"), "keep");
+        // The same through a path whose last component is a symlink.
+        let link = base.join("link");
+        std::os::unix::fs::symlink(&target, &link).expect("symlink");
+        assert!(remove_path_tree(&link).is_empty());
+        assert!(target.join("file").exists() && !link.exists());
+        let _ = std::fs::remove_dir_all(&base);
+    }
+
     #[test]
     fn only_own_0700_directories_are_trusted() {
         assert_eq!(judge_dir(DIR | 0o700, 0, 0), Ok(()));
