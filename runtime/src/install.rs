@@ -744,7 +744,18 @@ pub fn live_map(pins: &Pins, name: &str, readonly: bool) -> Result<OwnedFd, Runt
     let id = sys::map_info(fd.as_fd())
         .map_err(io_err("reading map info"))?
         .id;
-    if !live_map_ids(pins).contains(&id) {
+    let live = live_map_ids(pins);
+    if live.is_empty() {
+        return Err(RuntimeError::Io {
+            context: "opening a pinned map",
+            error: io::Error::other(format!(
+                "{}: no program runs through these pins (the policy is not attached; see \
+                 `patronusc status`)",
+                path.display()
+            )),
+        });
+    }
+    if !live.contains(&id) {
         return Err(RuntimeError::Io {
             context: "opening a pinned map",
             error: io::Error::other(format!(
