@@ -641,7 +641,14 @@ fn random_kills_of_applies_and_replaces() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("spawning patronusc");
-        std::thread::sleep(Duration::from_micros(rng.below(span * 3 / 2)));
+        // Anywhere in the apply, or (every other time) near its end, where
+        // the swap and the state writes are.
+        let at = if i % 2 == 0 {
+            rng.below(span * 3 / 2)
+        } else {
+            span * 7 / 10 + rng.below(span * 4 / 10)
+        };
+        std::thread::sleep(Duration::from_micros(at));
         // nsenter execs patronusc: the child's pid is patronusc's.
         // SAFETY: kill(2) on our own child.
         unsafe {
