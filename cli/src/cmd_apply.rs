@@ -57,9 +57,7 @@ use crate::txn::{Op, Txn};
 use serde::{Deserialize, Serialize};
 
 use crate::cmd_test::phase_name;
-use crate::common::{
-    CliError, ColorArgs, FsTableLoader, Status, print_human_diagnostics, write_stdout,
-};
+use crate::common::{CliError, ColorArgs, Status, print_human_diagnostics, write_stdout};
 
 /// Where metadata and lock files live by default.
 pub const DEFAULT_STATE_ROOT: &str = host::paths::DEFAULT_STATE_ROOT;
@@ -159,6 +157,8 @@ pub struct ApplyArgs {
     pub roots: Roots,
     #[command(flatten)]
     pub color: ColorArgs,
+    #[command(flatten)]
+    pub tables: crate::common::TableAccessArgs,
 }
 
 #[derive(Debug, Args)]
@@ -196,6 +196,8 @@ pub struct LoadArgs {
     pub out: Vec<String>,
     #[command(flatten)]
     pub color: ColorArgs,
+    #[command(flatten)]
+    pub tables: crate::common::TableAccessArgs,
 }
 
 /// One stats counter as recorded at apply time.
@@ -326,15 +328,19 @@ pub struct Snapshot {
     pub tables: Vec<(String, String, String, String)>,
 }
 
-/// Reads tables from disk ([`FsTableLoader`]) and remembers them.
-#[derive(Default)]
+/// Reads tables from disk ([`crate::common::TableFiles`]) and remembers them.
 struct RecordingLoader {
+    files: crate::common::TableFiles,
     read: std::cell::RefCell<Vec<(String, String, String, String)>>,
 }
 
 impl TableLoader for RecordingLoader {
+    fn may_quote(&self, policy_name: &str, file: &LoadedFile) -> bool {
+        self.files.may_quote(policy_name, file)
+    }
+
     fn load(&self, policy_name: &str, path: &str) -> Result<LoadedFile, String> {
-        let file = FsTableLoader.load(policy_name, path)?;
+        let file = self.files.load(policy_name, path)?;
         self.read.borrow_mut().push((
             policy_name.to_owned(),
             path.to_owned(),
@@ -364,9 +370,16 @@ impl TableLoader for SnapshotLoader<'_> {
 
 /// check → lower → compile the policy file at `path`; `Ok(None)` when the
 /// policy has errors (they are printed).
-pub(crate) fn compile(path: &Path, color: &ColorArgs) -> Result<Option<Compiled>, CliError> {
+pub(crate) fn compile(
+    path: &Path,
+    color: &ColorArgs,
+    tables: &crate::common::TableAccessArgs,
+) -> Result<Option<Compiled>, CliError> {
     let text = crate::common::read_text(path).map_err(CliError::new)?;
-    let loader = RecordingLoader::default();
+    let loader = RecordingLoader {
+        files: tables.loader()?,
+        read: Default::default(),
+    };
     let name = path.display().to_string();
     let Some(mut compiled) = compile_text(&name, &text, &loader, color)? else {
         return Ok(None);
@@ -681,7 +694,7 @@ pub fn run_apply(args: &ApplyArgs) -> Result<Status, CliError> {
     // `--confirm` exists for) must not cut an apply short.
     crate::txn::ignore_hangup();
     let started = Instant::now();
-    let Some(compiled) = compile(&args.policy, &args.color)? else {
+    let Some(compiled) = compile(&args.policy, &args.color, &args.tables)? else {
         eprintln!("patronusc: the policy has errors; nothing was changed");
         return Ok(Status::Failure);
     };
@@ -1361,7 +1374,7 @@ fn out_frame(text: &str, index: usize, color: &ColorArgs) -> Result<Vec<u8>, Cli
 }
 
 pub fn run_load(args: &LoadArgs) -> Result<Status, CliError> {
-    let Some(compiled) = compile(&args.policy, &args.color)? else {
+    let Some(compiled) = compile(&args.policy, &args.color, &args.tables)? else {
         return Ok(Status::Failure);
     };
     require_privileges()?;

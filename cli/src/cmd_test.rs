@@ -43,7 +43,8 @@ use patronus_grammar::ast::{Action, Span, Verdict};
 use patronus_runtime::{Loaded, ProgramKind, RuntimeError};
 
 use crate::common::{
-    CliError, ColorArgs, FsTableLoader, Status, print_human_diagnostics, read_policy, write_stdout,
+    CliError, ColorArgs, Status, TableAccessArgs, print_human_diagnostics, read_policy,
+    write_stdout,
 };
 
 /// The virtual time between two packets of a test.
@@ -59,6 +60,8 @@ pub struct TestArgs {
     pub engine: Engine,
     #[command(flatten)]
     pub color: ColorArgs,
+    #[command(flatten)]
+    pub tables: TableAccessArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -139,13 +142,14 @@ pub fn run_test<'t>(policy: &Policy, test: &'t Test) -> Option<Failure<'t>> {
 
 pub fn run(args: &TestArgs) -> Result<Status, CliError> {
     let engine = args.engine.resolve()?;
+    let loader = args.tables.loader()?;
     let mut passed = 0usize;
     let mut failed = 0usize;
     let mut broken_policies = 0usize;
     for path in &args.policies {
         let mut files = Files::new();
         let file = read_policy(&mut files, path)?;
-        let checked = check(&mut files, file, &FsTableLoader);
+        let checked = check(&mut files, file, &loader);
         let policy = match checked.policy {
             Some(policy) if !checked.has_errors() => policy,
             _ => {

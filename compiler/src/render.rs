@@ -12,13 +12,34 @@ use serde_json::{Value, json};
 
 use crate::codes::Code;
 use crate::diag::{Diagnostic, FileId, Files, Label, Severity};
+use crate::limits::{MAX_SHOWN_LINE_BYTES, bound_message};
 
 /// rustc-style text: `error[P0002]: ...`, file:line:col, the span
 /// underlined, secondary labels, `= help:` lines.
+///
+/// What is quoted is bounded: messages by [`bound_message`], source lines
+/// longer than [`MAX_SHOWN_LINE_BYTES`] by [`Shown`] (an excerpt around
+/// each label; the column then counts within the excerpt), and control
+/// characters in the source are shown as `?` so a file cannot drive the
+/// terminal.
 pub fn human(files: &Files, diagnostics: &[Diagnostic], color: bool) -> String {
+    // Every labelled offset of each file, to keep around them.
+    let mut marks: Vec<Vec<usize>> = vec![Vec::new(); files.iter().count()];
+    for d in diagnostics {
+        for label in std::iter::once(&d.primary).chain(&d.secondary) {
+            if let Some(m) = marks.get_mut(label.file.0) {
+                m.extend([label.span.start, label.span.end]);
+            }
+        }
+    }
     let mut simple = SimpleFiles::new();
-    for (_, f) in files.iter() {
-        simple.add(f.name.clone(), f.text.clone());
+    let mut shown = Vec::new();
+    for ((_, f), mut marks) in files.iter().zip(marks) {
+        marks.sort_unstable();
+        marks.dedup();
+        let view = Shown::new(&f.text, &marks);
+        simple.add(f.name.clone(), view.text.clone());
+        shown.push(view);
     }
     let mut buffer = if color {
         termcolor::Buffer::ansi()
@@ -27,34 +48,179 @@ pub fn human(files: &Files, diagnostics: &[Diagnostic], color: bool) -> String {
     };
     let config = term::Config::default();
     for d in diagnostics {
-        let _ = term::emit(&mut buffer, &config, &simple, &to_codespan(d));
+        let _ = term::emit(&mut buffer, &config, &simple, &to_codespan(d, &shown));
     }
     String::from_utf8_lossy(buffer.as_slice()).into_owned()
 }
 
-fn to_codespan(d: &Diagnostic) -> cs::Diagnostic<usize> {
+/// A file as the human output shows it: control characters replaced,
+/// lines longer than [`MAX_SHOWN_LINE_BYTES`] cut to their start and a
+/// window around each labelled offset, `…` where text is left out. Line
+/// numbers are kept; offsets map from the file to the shown text.
+struct Shown {
+    text: String,
+    /// Kept runs, in order: (start in the file, end in the file, start in
+    /// `text`). Empty when nothing was cut (offsets are then the same).
+    kept: Vec<(usize, usize, usize)>,
+}
+
+impl Shown {
+    /// Bytes kept at the start of a cut line, and on each side of a mark.
+    const HEAD: usize = 80;
+    const AROUND: usize = 40;
+
+    fn new(original: &str, marks: &[usize]) -> Shown {
+        let mut text = String::with_capacity(original.len().min(1 << 20));
+        let mut kept: Vec<(usize, usize, usize)> = Vec::new();
+        let mut cut_any = false;
+        let mut line_start = 0usize;
+        let mut pending = 0usize; // start of the uncut run not yet recorded
+        for line in original.split_inclusive('\n') {
+            let line_end = line_start + line.len();
+            if line.len() <= MAX_SHOWN_LINE_BYTES {
+                push_clean(&mut text, line);
+                line_start = line_end;
+                continue;
+            }
+            cut_any = true;
+            if pending < line_start {
+                kept.push((pending, line_start, text.len() - (line_start - pending)));
+            }
+            // Windows to keep, merged, at character boundaries.
+            let mut windows: Vec<(usize, usize)> = vec![(line_start, line_start + Self::HEAD)];
+            let first = marks.partition_point(|&m| m < line_start);
+            for &m in marks[first..].iter().take_while(|&&m| m <= line_end) {
+                windows.push((
+                    m.saturating_sub(Self::AROUND).max(line_start),
+                    m + Self::AROUND,
+                ));
+            }
+            windows.sort_unstable();
+            let mut merged: Vec<(usize, usize)> = Vec::new();
+            for (a, b) in windows {
+                let a = floor_boundary(original, a);
+                let b = floor_boundary(original, b.min(line_end));
+                match merged.last_mut() {
+                    Some(last) if a <= last.1 => last.1 = last.1.max(b),
+                    _ => merged.push((a, b)),
+                }
+            }
+            let mut at = line_start;
+            for (a, b) in merged {
+                if a > at {
+                    text.push('…');
+                }
+                kept.push((a, b, text.len()));
+                push_clean(&mut text, &original[a..b]);
+                at = b;
+            }
+            if at < line_end {
+                text.push('…');
+                if line.ends_with('\n') {
+                    text.push('\n');
+                }
+            }
+            line_start = line_end;
+            pending = line_end;
+        }
+        if cut_any && pending < original.len() {
+            kept.push((
+                pending,
+                original.len(),
+                text.len() - (original.len() - pending),
+            ));
+        }
+        if !cut_any {
+            kept.clear();
+        }
+        Shown { text, kept }
+    }
+
+    /// Where a file offset is in the shown text (a left-out offset maps to
+    /// the `…` that replaces it).
+    fn map(&self, offset: usize) -> usize {
+        if self.kept.is_empty() {
+            return offset.min(self.text.len());
+        }
+        let i = self.kept.partition_point(|&(start, _, _)| start <= offset);
+        if i == 0 {
+            return 0;
+        }
+        let (start, end, shown) = self.kept[i - 1];
+        (shown + offset.min(end) - start).min(self.text.len())
+    }
+}
+
+/// Appends `text` with control characters (but tabs, line ends) replaced
+/// by `?`, byte for byte, so offsets do not move.
+fn push_clean(out: &mut String, text: &str) {
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        let keep =
+            !c.is_control() || c == '\n' || c == '\t' || (c == '\r' && chars.peek() == Some(&'\n'));
+        if keep {
+            out.push(c);
+        } else {
+            out.extend(std::iter::repeat_n('?', c.len_utf8()));
+        }
+    }
+}
+
+fn floor_boundary(s: &str, mut i: usize) -> usize {
+    i = i.min(s.len());
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+fn to_codespan(d: &Diagnostic, shown: &[Shown]) -> cs::Diagnostic<usize> {
     let severity = match d.severity {
         Severity::Error => cs::Severity::Error,
         Severity::Warning => cs::Severity::Warning,
     };
+    let range = |l: &Label| {
+        let view = &shown[l.file.0];
+        let start = view.map(l.span.start);
+        start..view.map(l.span.end).max(start)
+    };
     let mut labels = vec![
-        cs::Label::primary(d.primary.file.0, d.primary.span.range())
-            .with_message(d.primary.message.clone()),
+        cs::Label::primary(d.primary.file.0, range(&d.primary))
+            .with_message(bound_message(&d.primary.message)),
     ];
     labels.extend(
         d.secondary.iter().map(|l| {
-            cs::Label::secondary(l.file.0, l.span.range()).with_message(l.message.clone())
+            cs::Label::secondary(l.file.0, range(l)).with_message(bound_message(&l.message))
         }),
     );
-    let mut notes: Vec<String> = d.notes.clone();
+    let mut notes: Vec<String> = d
+        .notes
+        .iter()
+        .map(|n| bound_message(n).into_owned())
+        .collect();
     if let Some(help) = &d.help {
-        notes.push(format!("help: {help}"));
+        notes.push(format!("help: {}", bound_message(help)));
     }
     cs::Diagnostic::new(severity)
         .with_code(d.code.info().code)
-        .with_message(d.message.clone())
+        .with_message(bound_message(&d.message))
         .with_labels(labels)
         .with_notes(notes)
+}
+
+/// The message with its help and notes, as one bounded text (GitHub and
+/// SARIF have one message field).
+fn full_message(d: &Diagnostic) -> String {
+    let mut message = bound_message(&d.message).into_owned();
+    if let Some(help) = &d.help {
+        message.push_str("\nhelp: ");
+        message.push_str(&bound_message(help));
+    }
+    for note in &d.notes {
+        message.push_str("\nnote: ");
+        message.push_str(&bound_message(note));
+    }
+    message
 }
 
 /// Byte offsets to 1-based (line, column) for many diagnostics at once:
@@ -141,7 +307,7 @@ pub fn json_lines(files: &Files, diagnostics: &[Diagnostic]) -> String {
                     "end_column": r.end_column,
                     "byte_start": label.span.start,
                     "byte_end": label.span.end,
-                    "message": label.message,
+                    "message": bound_message(&label.message),
                     "primary": primary,
                 })
             })
@@ -155,9 +321,9 @@ pub fn json_lines(files: &Files, diagnostics: &[Diagnostic]) -> String {
             "column": at.column,
             "end_line": at.end_line,
             "end_column": at.end_column,
-            "message": d.message,
-            "help": d.help,
-            "notes": d.notes,
+            "message": bound_message(&d.message),
+            "help": d.help.as_deref().map(bound_message),
+            "notes": d.notes.iter().map(|n| bound_message(n)).collect::<Vec<_>>(),
             "labels": labels,
         });
         out.push_str(&object.to_string());
@@ -175,15 +341,7 @@ pub fn github(files: &Files, diagnostics: &[Diagnostic]) -> String {
     for d in diagnostics {
         let info = d.code.info();
         let at = positions.region(&d.primary);
-        let mut message = d.message.clone();
-        if let Some(help) = &d.help {
-            message.push_str("\nhelp: ");
-            message.push_str(help);
-        }
-        for note in &d.notes {
-            message.push_str("\nnote: ");
-            message.push_str(note);
-        }
+        let message = full_message(d);
         out.push_str(&format!(
             "::{} file={},line={},col={},endLine={},endColumn={},title={}::{}\n",
             severity_name(d.severity),
@@ -317,15 +475,7 @@ fn first_paragraph(markdown: &str) -> String {
 fn sarif_result(files: &Files, positions: &mut Positions<'_>, d: &Diagnostic) -> Value {
     let info = d.code.info();
     let rule_index = Code::ALL.iter().position(|&c| c == d.code);
-    let mut message = d.message.clone();
-    if let Some(help) = &d.help {
-        message.push_str("\nhelp: ");
-        message.push_str(help);
-    }
-    for note in &d.notes {
-        message.push_str("\nnote: ");
-        message.push_str(note);
-    }
+    let message = full_message(d);
     let primary = sarif_location(files, positions, &d.primary, None);
     let related: Vec<Value> = d
         .secondary
@@ -370,7 +520,7 @@ fn sarif_location(
         location["id"] = json!(id);
     }
     if !label.message.is_empty() {
-        location["message"] = json!({ "text": label.message });
+        location["message"] = json!({ "text": bound_message(&label.message) });
     }
     location
 }
@@ -532,6 +682,40 @@ mod tests {
         );
         assert_eq!(file_uri("C:\\p\\x.pf"), "file:///C:/p/x.pf");
         assert_eq!(file_uri("ü.pf"), "%C3%BC.pf");
+    }
+
+    #[test]
+    fn long_lines_are_shown_around_their_labels() {
+        let long = format!(
+            "deny from {}$target{}\n",
+            "x".repeat(5_000),
+            "y".repeat(5_000)
+        );
+        let text = format!("allow tcp\n{long}allow\u{1b}udp\n");
+        let at = text.find("$target").unwrap();
+        let view = Shown::new(&text, &[at, at + 7]);
+        // Line numbers and short lines are kept; control characters are not.
+        assert_eq!(view.text.lines().count(), 3);
+        assert!(view.text.starts_with("allow tcp\ndeny from xxx"));
+        assert!(view.text.ends_with("\nallow?udp\n"));
+        let line = view.text.lines().nth(1).unwrap();
+        assert!(line.len() < 300, "{} bytes", line.len());
+        assert!(line.contains("x…x") && line.contains("$target") && line.ends_with('…'));
+        // Offsets map onto the same text, in order.
+        assert_eq!(&view.text[view.map(at)..view.map(at + 7)], "$target");
+        let next = text.rfind("allow").unwrap();
+        assert_eq!(&view.text[view.map(next)..view.map(next) + 5], "allow");
+        let mut last = 0;
+        for offset in (0..=text.len()).step_by(7) {
+            let mapped = view.map(offset);
+            assert!(mapped >= last && mapped <= view.text.len());
+            assert!(view.text.is_char_boundary(mapped));
+            last = mapped;
+        }
+        // Without long lines the text is the file's and offsets stay.
+        let short = Shown::new("a\tb\r\nc\n", &[1]);
+        assert_eq!(short.text, "a\tb\r\nc\n");
+        assert_eq!(short.map(3), 3);
     }
 
     #[test]
