@@ -9,9 +9,12 @@
 //!   `STATE_ROOT/IFACE/` (bpffs holds no regular files) records the source,
 //!   its hash, the mode and the stats layout (with rule identities, so
 //!   that a replace carries the counters of rules still there into the new
-//!   layout); a lock file beside it serialises concurrent applies. The
-//!   `--confirm` rollback and the SSH-lockout warning live in
-//!   `cmd_confirm`.
+//!   layout); a lock file beside it serialises concurrent applies. Every
+//!   change runs as a transaction that any later command finishes or
+//!   rolls back after a crash (`crate::txn`); the replaced policy's
+//!   counters are carried before the new stats map is published
+//!   (`Carry`). The `--confirm` rollback and the SSH-lockout warning
+//!   live in `cmd_confirm`.
 //! - Incremental apply: when the new policy compiles to the very object
 //!   already running (same ELF bytes: same programs, same map
 //!   definitions; FNV-1a of the ELF recorded as `object_hash` in the
@@ -25,10 +28,11 @@
 //!   rate-limit state and counters are untouched. A map whose pinned
 //!   shape differs falls back to a full replace; a failed in-place write
 //!   restores the old entries and fails the apply.
-//! - `status` reads the pins and the metadata and compares them with the
-//!   kernel: the pinned link's interface and program against the
-//!   interface of that name now and the recorded program (`stats`:
-//!   `cmd_stats`).
+//! - `status` settles the interface (when it may: root, lock free), then
+//!   reads the pins and the metadata and compares them with the kernel:
+//!   the pinned link's interface and program against the interface of
+//!   that name now and the recorded programs (XDP and its tc pair); it
+//!   shows a pending or overdue `--confirm` (`stats`: `cmd_stats`).
 //! - `unload -i IFACE` detaches and removes the pins, then the state.
 //!
 //! Which directories and files belong to an interface, and how they are

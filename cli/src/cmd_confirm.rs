@@ -12,7 +12,7 @@
 //! sleeps until the deadline and then settles the interface like any
 //! command. The deadline does not depend on the watcher: every later
 //! command on the interface (status included) performs an overdue
-//! rollback first ([`overdue_rollback`]), and `status` shows a pending
+//! rollback first (`overdue_rollback`), and `status` shows a pending
 //! confirmation and, loudly, one it could not roll back. A rollback
 //! re-applies the fallback through the same transaction (or unloads when
 //! there was no policy before), logging to `rollback.log`. Everything

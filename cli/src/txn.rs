@@ -7,11 +7,11 @@
 //! the new metadata, table metadata, saved sources, journal and pending
 //! confirmation — plus, for a load, the kernel ids of the programs before
 //! and after ([`install::Intent`]). Only then does it touch a pin, a link
-//! or a map. [`Txn::commit`] writes the state files and removes
+//! or a map. `Txn::commit` writes the state files and removes
 //! `txn.json` last. A process killed anywhere in between (SIGKILL, OOM, a
 //! dropped SSH session: SIGHUP is ignored while a change runs) leaves
 //! `txn.json` behind, and the next command on the interface, under the
-//! interface lock, finishes it ([`settle`]) before doing anything else:
+//! interface lock, finishes it (`settle`) before doing anything else:
 //! - a load: [`install::recover`] asks the kernel which program the XDP
 //!   link runs and rolls forward (tc link brought along, pins published,
 //!   state files written) or back (staged pins removed);
@@ -20,10 +20,12 @@
 //!   (idempotent: the update diffs against the kernel);
 //! - an unload: finished.
 //!
-//! [`settle`] then performs an overdue `--confirm` rollback (the deadline
+//! `settle` then performs an overdue `--confirm` rollback (the deadline
 //! is in `pending.json`, so it does not depend on the watcher being
-//! alive). Writes need no fsync: the state root and bpffs live in memory
-//! and do not outlive a reboot.
+//! alive). State files go through `patronus_runtime::host::StateDir`
+//! (verified directory, `O_EXCL` temporary, rename): a reader sees the old
+//! or the new file, never half of one. Every write and removal here is a
+//! kill point ([`patronus_runtime::fault`]).
 
 use patronus_runtime::host::{IfaceName, StateDir, StateFile};
 use patronus_runtime::install::{self, Intent, Recovered};
