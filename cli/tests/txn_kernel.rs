@@ -715,6 +715,44 @@ fn concurrent_applies_serialise() {
     }
 }
 
+/// Staging pins a run killed before it recorded anything left behind (or
+/// an older patronusc did: `maps_new/`, `prog_new`, `prog_tc_new`,
+/// `link_tc_new`) are removed by the next command, an in-place apply
+/// included, which used to leave them.
+#[test]
+fn leaked_staging_pins_are_cleaned_by_the_next_command() {
+    if !kernel_or_skip("leaked_staging_pins_are_cleaned_by_the_next_command") {
+        return;
+    }
+    let w = World::new("leak");
+    let iface = w.iface().to_owned();
+    w.apply(&w.a);
+    let pins = w.setup.pins();
+    let stats = install::open_map(&pins.map("stats")).expect("the stats map");
+    std::fs::create_dir(pins.dir.join("maps_new")).expect("mkdir maps_new");
+    let leak = |fd: std::os::fd::BorrowedFd<'_>, name: &str| {
+        patronus_runtime::sys::obj_pin(fd, &pins.dir.join(name))
+            .unwrap_or_else(|e| panic!("pinning {name}: {e}"));
+    };
+    use std::os::fd::AsFd as _;
+    leak(stats.as_fd(), "maps_new/stats");
+    let prog = patronus_runtime::sys::obj_get(&pins.prog(patronus_runtime::ProgramKind::Xdp))
+        .expect("the program");
+    leak(prog.as_fd(), "prog_new");
+    leak(prog.as_fd(), "prog_tc_new");
+    // In place: same programs, another table content.
+    let out = w.ok(&["apply", &w.a_blocked, "-i", &iface]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("updated in place"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    w.assert_consistent(
+        "after an in-place apply",
+        &[(Some(&w.a_blocked), A_BLOCKED)],
+    );
+}
+
 /// A hang-up (what a dropped SSH session sends) during `apply --confirm`
 /// does not cut it short: SIGHUP is ignored, the apply finishes, and its
 /// watcher still rolls it back at the deadline.
