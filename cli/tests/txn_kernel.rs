@@ -587,6 +587,69 @@ fn counters_never_go_backwards_at_any_kill_point_of_a_replace() {
     }
 }
 
+/// The symptom itself: under steady traffic, a reader sampling the pinned
+/// stats map as fast as it can while the policy is replaced again and
+/// again never sees the total drop (beyond the few packets an old program
+/// still counts while a swap settles).
+#[test]
+fn counters_read_during_replaces_under_traffic_never_drop() {
+    if !kernel_or_skip("counters_read_during_replaces_under_traffic_never_drop") {
+        return;
+    }
+    const REPLACES: usize = 30;
+    const SLACK: u64 = 64;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let w = Arc::new(World::new("cload"));
+    let iface = w.iface().to_owned();
+    w.apply(&w.a);
+    let stop = Arc::new(AtomicBool::new(false));
+    // Traffic: UDP datagrams to the server, every one counted (dropped by
+    // the default phase in both policies).
+    let sender = {
+        let (stop, client) = (stop.clone(), w.setup.client.clone());
+        std::thread::spawn(move || {
+            netns::enter(&format!("/var/run/netns/{client}"));
+            let socket = std::net::UdpSocket::bind((CLIENT, 0)).expect("binding");
+            while !stop.load(Ordering::Relaxed) {
+                let _ = socket.send_to(b"x", socket_addr(SERVER, 9999));
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        })
+    };
+    let samples = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (stop, w, samples) = (stop.clone(), w.clone(), samples.clone());
+        std::thread::spawn(move || -> Result<(), String> {
+            let mut high = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(sum) = raw_stats_sum(&w) {
+                    if sum + SLACK < high {
+                        return Err(format!("the total dropped from {high} to {sum} packets"));
+                    }
+                    high = high.max(sum);
+                    samples.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Ok(())
+        })
+    };
+    for i in 0..REPLACES {
+        let policy = if i % 2 == 0 { &w.b } else { &w.a };
+        w.ok(&["apply", policy, "-i", &iface]);
+    }
+    stop.store(true, Ordering::Relaxed);
+    sender.join().expect("the sender");
+    let verdict = sampler.join().expect("the sampler");
+    assert_eq!(
+        verdict,
+        Ok(()),
+        "after {} samples",
+        samples.load(Ordering::Relaxed)
+    );
+    assert!(samples.load(Ordering::Relaxed) > 100, "the sampler ran");
+}
+
 /// A small deterministic PRNG (xorshift): the loop's kill times.
 struct Rng(u64);
 
