@@ -16,6 +16,7 @@ pub mod cmd_stats;
 pub mod cmd_table;
 pub mod cmd_test;
 pub mod common;
+pub mod txn;
 
 use std::process::ExitCode;
 
