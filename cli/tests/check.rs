@@ -537,5 +537,5 @@ fn a_policy_too_large_for_the_kernel_stops_before_compiling() {
     assert!(run.stderr.contains("MiB of rule bitmaps"), "{}", run.stderr);
     assert!(!dir.0.join("huge.o").exists(), "an object was written");
     // A debug build on a busy machine; release takes about a second.
-    assert!(elapsed.as_secs() < 20, "took {elapsed:?}");
+    assert!(elapsed.as_secs() < 60, "took {elapsed:?}");
 }
