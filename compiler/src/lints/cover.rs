@@ -743,7 +743,7 @@ struct Query<'b> {
 
 impl Index {
     /// Candidates [`Index::covering_at_most`] looks at.
-    pub const MAX_EXAMINED: usize = 4096;
+    pub const MAX_EXAMINED: usize = 2048;
 
     pub fn new(entries: Vec<(usize, PacketBox)>) -> Index {
         let hulls: Vec<[Hull; INDEXED.len()]> = entries
@@ -845,7 +845,7 @@ impl Index {
     /// 1-2`, ...) are each covered by all later ones, and broad rules are
     /// candidates for every narrower one: looking at all of them for every
     /// rule was quadratic (30,000 rules: minutes). A lint may then miss a
-    /// rule that only the 4,097th candidate covers, never report a wrong one.
+    /// rule that only the 2,049th candidate covers, never report a wrong one.
     pub fn covering_at_most(&self, b: &PacketBox, limit: usize) -> Vec<usize> {
         let q = Self::query(b);
         let count = |k: usize| self.ancestors(k, &q).map(<[u32]>::len).sum::<usize>();
