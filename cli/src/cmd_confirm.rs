@@ -3,16 +3,23 @@
 //!
 //! Every apply saves the sources it compiled (policy text and table files,
 //! a [`Snapshot`]) in `STATE_ROOT/IFACE/snapshot.json`. An apply with
-//! `--confirm` also writes `pending.json`: a token, the deadline, and the
+//! `--confirm` also records, in its transaction ([`crate::txn`]) and so
+//! durably before the swap, `pending.json`: a token, the deadline, and the
 //! snapshot of the policy to go back to (the last confirmed one: a second
-//! unconfirmed apply keeps the first one's fallback). It then starts a
-//! detached watcher (this binary again, hidden `rollback-watcher`
-//! subcommand, its own process group, no stdio) that sleeps until the
-//! deadline and, unless `confirm` came, re-applies the fallback through the
-//! same atomic replace (or unloads when there was no policy before), logging
-//! to `rollback.log`. Everything happens under the interface's apply lock,
-//! so a confirm and a rollback never both win. A plain apply cancels a
-//! pending rollback: it says the operator is still there.
+//! unconfirmed apply keeps the first one's fallback). Still before the
+//! swap it starts a detached watcher (this binary again, hidden
+//! `rollback-watcher` subcommand, its own process group, no stdio) that
+//! sleeps until the deadline and then settles the interface like any
+//! command. The deadline does not depend on the watcher: every later
+//! command on the interface (status included) performs an overdue
+//! rollback first (`overdue_rollback`), and `status` shows a pending
+//! confirmation and, loudly, one it could not roll back. A rollback
+//! re-applies the fallback through the same transaction (or unloads when
+//! there was no policy before), logging to `rollback.log`. Everything
+//! happens under the interface lock, so a confirm and a rollback never
+//! both win; a `confirm` after the deadline fails and says the policy was
+//! rolled back. A plain apply cancels a pending rollback: it says the
+//! operator is still there.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -24,9 +31,11 @@ use patronus_runtime::install;
 use serde::{Deserialize, Serialize};
 
 use crate::cmd_apply::{
-    ApplyLock, Applying, Mode, Roots, Snapshot, apply_locked, compile_snapshot, runtime_err,
+    ApplyLock, Applying, Commit, Mode, Roots, Snapshot, apply_locked_with, compile_snapshot,
+    runtime_err,
 };
 use crate::common::{CliError, ColorArgs, Status, write_stdout};
+use crate::txn::{Op, PendingChange, Txn};
 
 #[derive(Debug, Args)]
 pub struct ConfirmArgs {
@@ -99,26 +108,9 @@ fn read_json<T: for<'de> Deserialize<'de>>(
         .and_then(|text| serde_json::from_str(&text).ok()))
 }
 
-fn write_json<T: Serialize>(state: &StateDir, file: &StateFile, value: &T) -> Result<(), CliError> {
-    let text = serde_json::to_string(value).map_err(|e| {
-        CliError::new(format!(
-            "cannot encode `{}`: {e}",
-            state.file_path(file).display()
-        ))
-    })?;
-    Ok(state.write(file, text.as_bytes())?)
-}
-
 /// The pending apply recorded in `state`, if any.
 pub fn pending(state: &StateDir) -> Result<Option<Pending>, CliError> {
     read_json(state, &StateFile::Pending)
-}
-
-/// After `unload`: no saved sources, no pending rollback.
-pub(crate) fn forget(state: &StateDir) -> Result<(), CliError> {
-    state.remove(&StateFile::Pending)?;
-    state.remove(&StateFile::Snapshot)?;
-    Ok(())
 }
 
 /// What an apply with `--confirm` will record once it succeeds.
@@ -127,8 +119,8 @@ pub struct ConfirmPlan {
     previous: Option<Snapshot>,
 }
 
-/// Called with the apply lock held, before the policy is installed: with
-/// `--confirm`, decides what a rollback goes back to.
+/// Called with the interface lock held, before the policy is installed:
+/// with `--confirm`, decides what a rollback goes back to.
 pub(crate) fn before_apply(
     roots: &Roots,
     lock: &ApplyLock,
@@ -156,53 +148,59 @@ pub(crate) fn before_apply(
     Ok(Some(ConfirmPlan { within, previous }))
 }
 
-/// Called with the apply lock held, after the policy is installed: saves
-/// its sources, records the pending confirmation and starts the watcher
-/// (or cancels a pending rollback for a plain apply).
-pub(crate) fn after_apply(
-    roots: &Roots,
-    lock: &ApplyLock,
-    iface: &IfaceName,
-    applied: &Snapshot,
-    plan: Option<ConfirmPlan>,
-    no_watcher: bool,
-    report: &mut String,
-) -> Result<(), CliError> {
-    let state = &lock.state;
-    write_json(state, &StateFile::Snapshot, applied)?;
-    let Some(plan) = plan else {
-        if pending(state)?.is_some() {
-            state.remove(&StateFile::Pending)?;
-            let _ = writeln!(report, "  the pending rollback is cancelled");
+/// The rollback watcher of one `--confirm` apply.
+pub(crate) struct Watcher {
+    token: String,
+    after_ms: u64,
+    /// Tests run the watcher in-process instead (`--no-watcher`).
+    spawn: bool,
+}
+
+impl Watcher {
+    /// Starts the watcher (before the swap: a kill after the swap must
+    /// not leave the policy without one).
+    pub(crate) fn start(&self, roots: &Roots, iface: &IfaceName) -> Result<(), CliError> {
+        if self.spawn {
+            spawn_watcher(roots, iface, &self.token, self.after_ms)?;
         }
-        return Ok(());
-    };
-    // Unique per apply: the time and this process.
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let token = format!("{nanos:x}-{:x}", std::process::id());
-    let within_ms = u64::try_from(plan.within.as_millis()).unwrap_or(u64::MAX);
-    let pending = Pending {
-        token: token.clone(),
-        deadline_ms: now_ms().saturating_add(within_ms),
-        previous: plan.previous,
-    };
-    write_json(state, &StateFile::Pending, &pending)?;
-    if !no_watcher {
-        spawn_watcher(roots, iface, &token, within_ms)?;
+        Ok(())
     }
-    let fallback = if pending.previous.is_some() {
-        "the previous policy comes back"
-    } else {
-        "the policy is unloaded"
-    };
-    let _ = writeln!(
-        report,
-        "  confirm within {:.0?}: `patronusc confirm -i {iface}`; otherwise {fallback}",
-        plan.within
-    );
-    Ok(())
+}
+
+impl ConfirmPlan {
+    /// The pending record and its watcher, the deadline counted from now.
+    pub(crate) fn arm(&self, spawn: bool) -> (Pending, Watcher) {
+        // Unique per apply: the time and this process.
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let token = format!("{nanos:x}-{:x}", std::process::id());
+        let within_ms = u64::try_from(self.within.as_millis()).unwrap_or(u64::MAX);
+        let pending = Pending {
+            token: token.clone(),
+            deadline_ms: now_ms().saturating_add(within_ms),
+            previous: self.previous.clone(),
+        };
+        let watcher = Watcher {
+            token,
+            after_ms: within_ms,
+            spawn,
+        };
+        (pending, watcher)
+    }
+
+    pub(crate) fn report(&self, iface: &IfaceName, report: &mut String) {
+        let fallback = if self.previous.is_some() {
+            "the previous policy comes back"
+        } else {
+            "the policy is unloaded"
+        };
+        let _ = writeln!(
+            report,
+            "  confirm within {:.0?}: `patronusc confirm -i {iface}`; otherwise {fallback}",
+            self.within
+        );
+    }
 }
 
 fn spawn_watcher(
@@ -217,6 +215,7 @@ fn spawn_watcher(
             "cannot find this program to start the watcher: {e}"
         ))
     })?;
+    patronus_runtime::fault::point("spawn watcher");
     std::process::Command::new(exe)
         .arg("rollback-watcher")
         .args(["-i", iface.as_str(), "--token", token, "--after-ms"])
@@ -231,6 +230,8 @@ fn spawn_watcher(
         // Its own process group: the terminal's hang-up or Ctrl-C (the
         // very thing --confirm guards against) does not reach it.
         .process_group(0)
+        // The fault hook is for the apply under test, not its watcher.
+        .env_remove(patronus_runtime::fault::FAULT_AT_VAR)
         .spawn()
         .map_err(|e| CliError::new(format!("cannot start the rollback watcher: {e}")))?;
     Ok(())
@@ -242,64 +243,125 @@ fn log(state: &StateDir, iface: &IfaceName, line: &str) {
 }
 
 pub fn run_confirm(args: &ConfirmArgs) -> Result<Status, CliError> {
-    let lock = ApplyLock::take(&args.roots, &args.iface)?;
+    let (roots, iface) = (&args.roots, &args.iface);
+    crate::txn::ignore_hangup();
+    let lock = ApplyLock::take(roots, iface)?;
     let state = &lock.state;
+    if let Some(note) = crate::txn::recover(roots, &lock, iface)? {
+        eprintln!("patronusc: {note}");
+    }
     let Some(pending) = pending(state)? else {
         eprintln!(
-            "patronusc: {}: no apply is waiting for confirmation (already confirmed, rolled back, \
-             or applied without --confirm)",
-            args.iface
+            "patronusc: {iface}: no apply is waiting for confirmation (already confirmed, rolled \
+             back, or applied without --confirm)"
         );
         return Ok(Status::Failure);
     };
-    state.write(&StateFile::confirmed(&pending.token)?, b"")?;
-    state.remove(&StateFile::Pending)?;
-    log(state, &args.iface, &format!("confirmed {}", pending.token));
-    let left_ms = pending.deadline_ms.saturating_sub(now_ms());
+    let marker = StateFile::confirmed(&pending.token)?;
+    let now = now_ms();
+    if now >= pending.deadline_ms && !state.exists(&marker) {
+        // Too late: the rollback is due and happens now, not a confirm
+        // "with 0.0 s left".
+        let late = (now - pending.deadline_ms) as f64 / 1000.0;
+        let done = overdue_rollback(roots, &lock, iface)?;
+        eprintln!(
+            "patronusc: {iface}: too late to confirm: the deadline passed {late:.1} s ago; {}",
+            done.unwrap_or_else(|| "the rollback is due".into())
+        );
+        return Ok(Status::Failure);
+    }
+    // The marker is the commit point: a kill after it is a confirm (the
+    // next command removes `pending.json`), a kill before it is not.
+    patronus_runtime::fault::point("write confirm marker");
+    state.write(&marker, b"")?;
+    crate::txn::remove_state(state, &StateFile::Pending)?;
+    log(state, iface, &format!("confirmed {}", pending.token));
+    let left_ms = pending.deadline_ms.saturating_sub(now);
     write_stdout(&format!(
-        "confirmed the policy on {} ({:.1} s were left)\n",
-        args.iface,
+        "confirmed the policy on {iface} ({:.1} s were left)\n",
         left_ms as f64 / 1000.0
     ))?;
     Ok(Status::Success)
 }
 
-/// The watcher: waits, then rolls back unless confirmed. Also what tests
-/// run in-process.
-pub fn run_watcher(args: &WatcherArgs) -> Result<Status, CliError> {
-    let marker = StateFile::confirmed(&args.token)?;
-    std::thread::sleep(Duration::from_millis(args.after_ms));
-    let (roots, iface) = (&args.roots, &args.iface);
-    let lock = ApplyLock::take(roots, iface)?;
+/// With the interface lock held: if an apply awaits confirmation past its
+/// deadline, rolls it back now (whoever runs this: the watcher, or any
+/// command when the watcher is gone). A confirm whose marker is written
+/// but which was killed before removing `pending.json` counts as
+/// confirmed. Returns what was done.
+pub(crate) fn overdue_rollback(
+    roots: &Roots,
+    lock: &ApplyLock,
+    iface: &IfaceName,
+) -> Result<Option<String>, CliError> {
     let state = &lock.state;
-    if state.remove(&marker)? {
-        return Ok(Status::Success);
-    }
-    let Some(pending) = pending(state)?.filter(|p| p.token == args.token) else {
-        // Cancelled by a plain apply, or a newer --confirm apply owns the
-        // rollback now.
-        log(
-            state,
-            iface,
-            &format!("{}: superseded, nothing to do", args.token),
-        );
-        return Ok(Status::Success);
+    let Some(pending) = pending(state)? else {
+        return Ok(None);
     };
-    let result = roll_back(roots, &lock, iface, pending.previous.as_ref());
-    let _ = state.remove(&StateFile::Pending);
+    if StateFile::confirmed(&pending.token).is_ok_and(|marker| state.exists(&marker)) {
+        crate::txn::remove_state(state, &StateFile::Pending)?;
+        return Ok(None);
+    }
+    let now = now_ms();
+    if now < pending.deadline_ms {
+        return Ok(None);
+    }
+    let late = (now - pending.deadline_ms) as f64 / 1000.0;
+    let result = roll_back(roots, lock, iface, pending.previous.as_ref());
     match &result {
         Ok(what) => log(
             state,
             iface,
-            &format!("{}: not confirmed: {what}", args.token),
+            &format!("{}: not confirmed: {what}", pending.token),
         ),
         Err(err) => log(
             state,
             iface,
-            &format!("{}: not confirmed; rollback FAILED: {err}", args.token),
+            &format!("{}: not confirmed; rollback FAILED: {err}", pending.token),
         ),
     }
-    result.map(|_| Status::Success)
+    let what = result?;
+    Ok(Some(format!(
+        "{iface}: the apply was not confirmed within its deadline ({late:.1} s ago): {what}"
+    )))
+}
+
+/// The watcher: waits for the deadline, then settles the interface (which
+/// rolls back unless confirmed). Also what tests run in-process.
+pub fn run_watcher(args: &WatcherArgs) -> Result<Status, CliError> {
+    let marker = StateFile::confirmed(&args.token)?;
+    crate::txn::ignore_hangup();
+    std::thread::sleep(Duration::from_millis(args.after_ms));
+    let (roots, iface) = (&args.roots, &args.iface);
+    // The apply that started us may still be running: wait for it, then
+    // for the deadline it recorded.
+    loop {
+        let lock = ApplyLock::take(roots, iface)?;
+        let state = &lock.state;
+        if let Some(note) = crate::txn::recover(roots, &lock, iface)? {
+            eprintln!("patronusc: {note}");
+        }
+        let Some(pending) = pending(state)?.filter(|p| p.token == args.token) else {
+            // Confirmed, cancelled by a plain apply, superseded by a newer
+            // --confirm apply, or an apply that never took effect.
+            if !state.remove(&marker)? {
+                log(
+                    state,
+                    iface,
+                    &format!("{}: superseded, nothing to do", args.token),
+                );
+            }
+            return Ok(Status::Success);
+        };
+        let left = pending.deadline_ms.saturating_sub(now_ms());
+        if left == 0 || state.exists(&marker) {
+            overdue_rollback(roots, &lock, iface)?;
+            let _ = state.remove(&marker);
+            return Ok(Status::Success);
+        }
+        drop(lock);
+        std::thread::sleep(Duration::from_millis(left));
+    }
 }
 
 fn roll_back(
@@ -309,10 +371,9 @@ fn roll_back(
     previous: Option<&Snapshot>,
 ) -> Result<String, CliError> {
     let Some(previous) = previous else {
-        // The kernel side first: state stays while pins remain.
-        roots.host().remove_pins(iface)?;
-        lock.state.remove(&StateFile::Meta)?;
-        lock.state.remove(&StateFile::Snapshot)?;
+        let txn = Txn::new(Op::Unload);
+        txn.begin(&lock.state)?;
+        txn.commit(roots, lock, iface)?;
         return Ok("unloaded (there was no policy before)".into());
     };
     let started = Instant::now();
@@ -325,8 +386,8 @@ fn roll_back(
             previous.name
         ))
     })?;
-    let ifindex = install::ifindex(iface.as_str()).map_err(runtime_err(iface.as_str()))?;
-    apply_locked(
+    let ifindex = install::ifindex(iface).map_err(runtime_err(iface))?;
+    apply_locked_with(
         roots,
         lock,
         iface,
@@ -339,8 +400,13 @@ fn roll_back(
             started,
             compile_time: started.elapsed(),
         },
+        Commit {
+            snapshot: Some(previous.clone()),
+            journal: Some(String::new()),
+            pending: PendingChange::Clear,
+            watcher: None,
+        },
     )?;
-    write_json(&lock.state, &StateFile::Snapshot, previous)?;
     Ok(format!("rolled back to {}", previous.name))
 }
 

@@ -92,6 +92,8 @@ pub fn read_events(
 ) -> Result<u64, CliError> {
     let iface = IfaceName::new(iface).map_err(|e| CliError::new(e.to_string()))?;
     crate::cmd_apply::require_root_to_read()?;
+    // Settled first; the lock is not held while events are read.
+    drop(crate::txn::settle(roots, &iface)?);
     let Some(pins) = roots.host().existing_pins(&iface)? else {
         return Err(CliError::new(format!("{iface}: no policy applied")));
     };

@@ -68,6 +68,12 @@ pub fn collect(args: &StatsArgs) -> Result<Stats, CliError> {
     };
     let mut all = Vec::new();
     for iface in &names {
+        // Under the interface lock, settled: the metadata (the counter
+        // layout) and the map read are of one policy, the running one.
+        let _lock = match install::missing_privileges() {
+            None => Some(crate::txn::settle(&args.roots, iface)?),
+            Some(_) => None,
+        };
         let pins = args
             .roots
             .host()
@@ -79,8 +85,7 @@ pub fn collect(args: &StatsArgs) -> Result<Stats, CliError> {
                 args.roots.state_root.display()
             ))
         })?;
-        let fd =
-            install::open_map_readonly(&pins.map("stats")).map_err(runtime_err(iface.as_str()))?;
+        let fd = install::live_map(&pins, "stats", true).map_err(runtime_err(iface.as_str()))?;
         let values = install::read_counters(std::os::fd::AsFd::as_fd(&fd))
             .map_err(runtime_err(iface.as_str()))?;
         let rows = meta

@@ -42,10 +42,11 @@ use patronus_runtime::{install, sys};
 use serde::{Deserialize, Serialize};
 
 use crate::cmd_apply::{
-    ApplyLock, Applying, Compiled, Mode, Roots, Snapshot, apply_locked_with,
+    ApplyLock, Applying, Commit, Compiled, Mode, Roots, Snapshot, apply_locked_with,
     compile_snapshot_edited, require_privileges, runtime_err,
 };
 use crate::common::{CliError, ColorArgs, Status, write_stdout};
+use crate::txn::{Op, PendingChange, Txn};
 
 #[derive(Debug, Args)]
 pub struct TableArgs {
@@ -291,31 +292,6 @@ pub(crate) fn tables_meta(compiled: &Compiled, object_hash: &str) -> TablesMeta 
     }
 }
 
-/// Called by every apply (lock held) once the policy runs: records the
-/// fast paths; an apply from files (`keep_journal` false) also drops the
-/// run-time changes, which the kernel no longer holds.
-pub(crate) fn after_apply(
-    lock: &ApplyLock,
-    compiled: &Compiled,
-    object_hash: &str,
-    keep_journal: bool,
-) -> Result<(), CliError> {
-    if !keep_journal {
-        lock.state.remove(&StateFile::Journal)?;
-    }
-    let meta = tables_meta(compiled, object_hash);
-    let text = serde_json::to_string(&meta)
-        .map_err(|e| CliError::new(format!("cannot encode table metadata: {e}")))?;
-    Ok(lock.state.write(&StateFile::Tables, text.as_bytes())?)
-}
-
-/// After `unload`: no table state.
-pub(crate) fn forget(state: &StateDir) -> Result<(), CliError> {
-    state.remove(&StateFile::Tables)?;
-    state.remove(&StateFile::Journal)?;
-    Ok(())
-}
-
 /// Parses `192.0.2.0/24`, `2001:db8::/32` or a bare address (a host
 /// prefix). Host bits are an error naming the prefix meant.
 pub fn parse_prefix(text: &str) -> Result<Prefix, String> {
@@ -401,17 +377,23 @@ fn unknown_table(name: &str, meta: &TablesMeta) -> CliError {
 
 /// One journal line.
 #[derive(Clone, Debug)]
-struct Change {
+pub(crate) struct Change {
     add: bool,
     table: String,
     prefix: Prefix,
 }
 
-fn read_journal(state: &StateDir) -> Result<Vec<Change>, CliError> {
+pub(crate) fn read_journal(lock: &ApplyLock) -> Result<Vec<Change>, CliError> {
+    let state = &lock.state;
     let path = state.file_path(&StateFile::Journal);
     let Some(text) = state.read(&StateFile::Journal)? else {
         return Ok(Vec::new());
     };
+    parse_journal(&text, &path)
+}
+
+/// The changes of a journal's text (`path` names it in errors).
+pub(crate) fn parse_journal(text: &str, path: &std::path::Path) -> Result<Vec<Change>, CliError> {
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
@@ -430,11 +412,10 @@ fn read_journal(state: &StateDir) -> Result<Vec<Change>, CliError> {
         .collect()
 }
 
-fn append_journal(state: &StateDir, changes: &[Change]) -> Result<(), CliError> {
-    if changes.is_empty() {
-        return Ok(());
-    }
-    let mut text = String::new();
+/// The journal's text with `changes` appended: written whole, through the
+/// transaction, never appended in place (a kill mid-line would damage it).
+fn journal_with(state: &StateDir, changes: &[Change]) -> Result<String, CliError> {
+    let mut text = state.read(&StateFile::Journal)?.unwrap_or_default();
     for c in changes {
         let _ = writeln!(
             text,
@@ -444,12 +425,12 @@ fn append_journal(state: &StateDir, changes: &[Change]) -> Result<(), CliError> 
             c.prefix
         );
     }
-    Ok(state.append(&StateFile::Journal, text.as_bytes())?)
+    Ok(text)
 }
 
 /// Applies `changes` to the policy's tables (normalised: sorted, no
 /// duplicates). Returns, per change, whether it changed anything.
-fn edit_tables(policy: &mut Policy, changes: &[Change]) -> Result<Vec<bool>, CliError> {
+pub(crate) fn edit_tables(policy: &mut Policy, changes: &[Change]) -> Result<Vec<bool>, CliError> {
     let mut effective = Vec::with_capacity(changes.len());
     for c in changes {
         let table = policy
@@ -473,7 +454,8 @@ fn edit_tables(policy: &mut Policy, changes: &[Change]) -> Result<Vec<bool>, Cli
     Ok(effective)
 }
 
-fn read_snapshot(state: &StateDir, iface: &IfaceName) -> Result<Snapshot, CliError> {
+pub(crate) fn read_snapshot(lock: &ApplyLock, iface: &IfaceName) -> Result<Snapshot, CliError> {
+    let state = &lock.state;
     let path = state.file_path(&StateFile::Snapshot);
     let text = state.read(&StateFile::Snapshot)?.ok_or_else(|| {
         CliError::new(format!(
@@ -504,14 +486,20 @@ fn run_edit(args: &TableEditArgs, add: bool) -> Result<Status, CliError> {
         .map_err(CliError::new)?;
     require_privileges()?;
     let pins = args.roots.pins(iface);
+    crate::txn::ignore_hangup();
+    let lock = crate::txn::settle(&args.roots, iface)?;
     if !pins.installed() {
         return Err(CliError::new(format!(
             "{iface}: no policy applied (interfaces with one: {})",
             list_or_none(&args.roots.interfaces()?)
         )));
     }
-    let lock = ApplyLock::take(&args.roots, iface)?;
     let state = &lock.state;
+    // Begun before the first map write: a kill before the commit below
+    // brings the maps back to the journal as it was (the change did not
+    // happen), a kill after it finds the journal complete.
+    let txn = Txn::new(Op::Table);
+    let mut begun = false;
     let meta = read_tables_meta(state, iface)?;
     let table = meta
         .tables
@@ -547,8 +535,13 @@ fn run_edit(args: &TableEditArgs, add: bool) -> Result<Status, CliError> {
         let mut full = false;
         let mut general_needed = false;
         for (map, key) in &plan {
-            let fd = install::open_map(&pins.map(&map.map))
+            let fd = install::live_map(&pins, &map.map, false)
                 .map_err(runtime_err("cannot open the table's map"))?;
+            if !begun {
+                txn.begin(state)?;
+                begun = true;
+            }
+            patronus_runtime::fault::point("table map write");
             let value = unhex(&map.value)
                 .ok_or_else(|| CliError::new("the table metadata is damaged (value)"))?;
             let result = match &map.d24 {
@@ -593,12 +586,18 @@ fn run_edit(args: &TableEditArgs, add: bool) -> Result<Status, CliError> {
         }
     }
     // Recorded before the general path compiles: it replays the journal.
-    append_journal(state, &journal)?;
+    if begun {
+        let mut txn = txn;
+        if !journal.is_empty() {
+            txn.journal = Some(journal_with(state, &journal)?);
+        }
+        txn.commit(&args.roots, &lock, iface)?;
+    }
     let mut report = String::new();
     if !general.is_empty() {
         let t0 = Instant::now();
-        let snapshot = read_snapshot(state, iface)?;
-        let recorded = read_journal(state)?;
+        let snapshot = read_snapshot(&lock, iface)?;
+        let recorded = read_journal(&lock)?;
         let mut effective = Vec::new();
         let color = args.color;
         let compiled = compile_snapshot_edited(&snapshot, &color, &mut |policy| {
@@ -640,9 +639,13 @@ fn run_edit(args: &TableEditArgs, add: bool) -> Result<Status, CliError> {
                     started: t0,
                     compile_time: t0.elapsed(),
                 },
-                true,
+                Commit {
+                    snapshot: None,
+                    journal: Some(journal_with(state, &applied)?),
+                    pending: PendingChange::Keep,
+                    watcher: None,
+                },
             )?;
-            append_journal(state, &applied)?;
         }
     }
     let mut status = Status::Success;
@@ -704,7 +707,7 @@ fn dir24_edit(
             .map(Some)
             .map_err(io(&format!("delete {} from the trie", prefix_text(prefix))));
     }
-    let slots = install::open_map(&pins.map(slots_map))
+    let slots = install::live_map(pins, slots_map, false)
         .map_err(runtime_err("cannot open the table's DIR-24 array"))?;
     let first = addr >> 8;
     let last = if prefix.len >= 24 {
@@ -779,7 +782,7 @@ fn list_or_none(names: &[IfaceName]) -> String {
 
 fn run_list(args: &TableListArgs) -> Result<Status, CliError> {
     let iface = &args.iface;
-    let lock = ApplyLock::take(&args.roots, iface)?;
+    let lock = crate::txn::settle(&args.roots, iface)?;
     let state = &lock.state;
     let meta = read_tables_meta(state, iface)?;
     if let Some(name) = &args.table
@@ -787,8 +790,8 @@ fn run_list(args: &TableListArgs) -> Result<Status, CliError> {
     {
         return Err(unknown_table(name, &meta));
     }
-    let snapshot = read_snapshot(state, iface)?;
-    let journal = read_journal(state)?;
+    let snapshot = read_snapshot(&lock, iface)?;
+    let journal = read_journal(&lock)?;
     let mut tables = Vec::new();
     compile_snapshot_edited(&snapshot, &args.color, &mut |policy| {
         edit_tables(policy, &journal)?;

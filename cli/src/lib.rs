@@ -19,6 +19,7 @@ pub mod cmd_table;
 pub mod cmd_test;
 pub mod common;
 pub mod lsp;
+pub mod txn;
 
 use std::process::ExitCode;
 

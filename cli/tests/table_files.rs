@@ -233,3 +233,50 @@ fn bad_lines_inside_the_tree_are_quoted_short_and_escaped() {
         assert!(all.contains("xxx…"), "{format}: {all}");
     }
 }
+
+#[test]
+fn every_subcommand_that_reads_tables_takes_allow_path() {
+    let dir = layout("subcommands");
+    dir.write("outside/ok.txt", "192.0.2.0/24\n");
+    dir.write(
+        "repo/p.pf",
+        "table t file \"../outside/ok.txt\"\ndeny from @t\nallow tcp to port 22\n\
+         test \"t\" {\n  expect drop tcp 192.0.2.1:1000 -> 198.51.100.1:22\n}\n",
+    );
+    let allow = ["--allow-path", "outside"];
+    for args in [
+        vec!["check"],
+        vec!["build", "--emit", "ir"],
+        vec!["test", "--engine", "interpreter"],
+        vec!["explain"],
+    ] {
+        let mut with = args.clone();
+        with.extend(allow);
+        with.push("repo/p.pf");
+        if args[0] == "explain" {
+            with.push("tcp 192.0.2.1:1000 -> 198.51.100.1:22");
+        }
+        let run = patronusc(&dir.0, &with);
+        assert_eq!(run.code, 0, "{with:?}: {}{}", run.stdout, run.stderr);
+        // Without it, the table is refused.
+        let without: Vec<&str> = with
+            .iter()
+            .copied()
+            .filter(|a| !allow.contains(a))
+            .collect();
+        let run = patronusc(&dir.0, &without);
+        assert_ne!(run.code, 0, "{without:?}: {}", run.stderr);
+        assert!(
+            (run.stdout + &run.stderr).contains("outside the policy's directory"),
+            "{without:?}"
+        );
+    }
+    for sub in ["apply", "load"] {
+        let help = patronusc(&dir.0, &[sub, "--help"]);
+        assert!(
+            help.stdout.contains("--allow-path"),
+            "{sub}: {}",
+            help.stdout
+        );
+    }
+}

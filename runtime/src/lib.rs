@@ -19,6 +19,7 @@
 
 pub mod error;
 pub mod events;
+pub mod fault;
 pub mod host;
 pub mod install;
 pub mod loaded;

@@ -105,81 +105,73 @@ fn label(text: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// One metric family: HELP and TYPE lines, then a sample per
+/// `(labels, value)`, the labels already rendered (`iface="eth0"`).
+fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: Vec<(String, u64)>) {
+    out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+    for (labels, value) in samples {
+        out.push_str(&format!("{name}{{{labels}}} {value}\n"));
+    }
+}
+
 /// The agent's own series, then the policies' counters.
 pub fn metrics(shared: &Shared) -> String {
     let states = shared.states();
-    let mut out = String::new();
-    let gauge = |out: &mut String, name: &str, help: &str, kind: &str| {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+    let iface = |s: &IfaceState| format!("iface=\"{}\"", label(&s.iface));
+    let per_iface = |value: &dyn Fn(&IfaceState) -> Option<u64>| -> Vec<(String, u64)> {
+        states
+            .iter()
+            .filter_map(|s| Some((iface(s), value(s)?)))
+            .collect()
     };
-    gauge(
+    let mut out = String::new();
+    family(
         &mut out,
         "patronus_agent_enforcing",
-        "1 when the interface's XDP program is attached to it.",
         "gauge",
+        "1 when the interface's XDP program is attached to it.",
+        per_iface(&|s| Some(u64::from(s.enforcing))),
     );
-    for s in &states {
-        out.push_str(&format!(
-            "patronus_agent_enforcing{{iface=\"{}\"}} {}\n",
-            label(&s.iface),
-            u8::from(s.enforcing)
-        ));
-    }
-    gauge(
+    family(
         &mut out,
         "patronus_agent_policy_current",
-        "1 when the policy file as it is now is the one applied.",
         "gauge",
+        "1 when the policy file as it is now is the one applied.",
+        per_iface(&|s| Some(u64::from(s.current))),
     );
-    for s in &states {
-        out.push_str(&format!(
-            "patronus_agent_policy_current{{iface=\"{}\"}} {}\n",
-            label(&s.iface),
-            u8::from(s.current)
-        ));
-    }
-    gauge(
+    let applies = states
+        .iter()
+        .flat_map(|s| {
+            [("ok", s.applies_ok), ("error", s.applies_failed)]
+                .map(|(result, n)| (format!("{},result=\"{result}\"", iface(s)), n))
+        })
+        .collect();
+    family(
         &mut out,
         "patronus_agent_applies_total",
-        "Applies by the agent, by result.",
         "counter",
+        "Applies by the agent, by result.",
+        applies,
     );
-    for s in &states {
-        for (result, n) in [("ok", s.applies_ok), ("error", s.applies_failed)] {
-            out.push_str(&format!(
-                "patronus_agent_applies_total{{iface=\"{}\",result=\"{result}\"}} {n}\n",
-                label(&s.iface)
-            ));
-        }
-    }
-    gauge(
+    family(
         &mut out,
         "patronus_agent_last_apply_timestamp_seconds",
-        "Unix time of the latest successful apply.",
         "gauge",
+        "Unix time of the latest successful apply.",
+        per_iface(&|s| s.last_applied),
     );
-    for s in states.iter().filter(|s| s.last_applied.is_some()) {
-        out.push_str(&format!(
-            "patronus_agent_last_apply_timestamp_seconds{{iface=\"{}\"}} {}\n",
-            label(&s.iface),
-            s.last_applied.unwrap_or(0)
-        ));
-    }
-    gauge(
-        &mut out,
-        "patronus_agent_table_updates_total",
-        "Table updates taken on the control socket, by result.",
-        "counter",
-    );
-    for (result, counter) in [
+    let updates = [
         ("ok", &shared.table_updates_ok),
         ("error", &shared.table_updates_failed),
-    ] {
-        out.push_str(&format!(
-            "patronus_agent_table_updates_total{{result=\"{result}\"}} {}\n",
-            counter.load(Ordering::Relaxed)
-        ));
-    }
+    ]
+    .map(|(result, n)| (format!("result=\"{result}\""), n.load(Ordering::Relaxed)));
+    family(
+        &mut out,
+        "patronus_agent_table_updates_total",
+        "counter",
+        "Table updates taken on the control socket, by result.",
+        updates.to_vec(),
+    );
     let enforcing: Vec<&str> = states
         .iter()
         .filter(|s| s.enforcing)

@@ -528,7 +528,7 @@ fn a_long_const_chain_is_one_error_in_linear_time() {
     assert_eq!(text_at(&source, &found[0]), format!("c{crossing}"));
     assert!(found[0].message.contains("more than the limit of 64"));
     // Debug build on a busy 2-core machine; release takes ~0.1 s.
-    assert!(elapsed.as_secs() < 10, "took {elapsed:?}");
+    assert!(elapsed.as_secs() < 30, "took {elapsed:?}");
 }
 
 #[test]
@@ -539,7 +539,7 @@ fn doubling_consts_stop_at_the_const_past_the_size_limit() {
     let started = std::time::Instant::now();
     let found = errors(&source);
     assert!(
-        started.elapsed().as_secs() < 5,
+        started.elapsed().as_secs() < 30,
         "took {:?}",
         started.elapsed()
     );
@@ -682,7 +682,7 @@ fn a_policy_whose_bitmaps_would_not_fit_is_refused_before_lowering() {
         + 1;
     assert!((30_000..40_000).contains(&line), "blamed line {line}");
     assert!(
-        started.elapsed().as_secs() < 20,
+        started.elapsed().as_secs() < 60,
         "took {:?}",
         started.elapsed()
     );
@@ -699,7 +699,7 @@ fn fifty_thousand_unused_consts_are_linted_in_linear_time() {
     let started = std::time::Instant::now();
     let (_, policy, diagnostics) = run_with(&source, &[]);
     assert!(
-        started.elapsed().as_secs() < 15,
+        started.elapsed().as_secs() < 60,
         "took {:?}",
         started.elapsed()
     );
@@ -730,7 +730,7 @@ fn many_unknown_names_do_not_make_suggestions_quadratic() {
     let started = std::time::Instant::now();
     let found = errors(&source);
     assert!(
-        started.elapsed().as_secs() < 15,
+        started.elapsed().as_secs() < 60,
         "took {:?}",
         started.elapsed()
     );
@@ -745,4 +745,61 @@ fn many_unknown_names_do_not_make_suggestions_quadratic() {
         unknown[19_999].help.as_deref(),
         Some("define it: `const d19999 = ...`")
     );
+}
+
+#[test]
+fn many_diagnostics_on_one_long_line_render_in_linear_time() {
+    // 50,000 unknown names on one 440 KB line: the human output printed
+    // the whole line for each (over 2 minutes and 1.1 GB), JSON counted
+    // each column from the start of the line.
+    let n = 20_000;
+    let names: Vec<String> = (0..n).map(|i| format!("$a{i}")).collect();
+    let source = format!("allow from {{ {} }} # ü\n", names.join(", "));
+    let (files, _, diagnostics) = run_with(&source, &[]);
+    assert_eq!(diagnostics.len(), n);
+    let started = std::time::Instant::now();
+    let human = crate::render::human(&files, &diagnostics, false);
+    let json = crate::render::json_lines(&files, &diagnostics);
+    assert!(
+        started.elapsed().as_secs() < 60,
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(human.len() < n * 800, "{} bytes", human.len());
+    // Columns are the file's, counted in characters.
+    let last = source.rfind("$a19999").expect("in the source");
+    assert!(
+        human.contains(&format!("test.pf:1:{}\n", last + 1)),
+        "no true column"
+    );
+    assert!(json.contains(&format!("\"column\":{}", last + 1)));
+    assert!(
+        human.contains("$a19998, $a19999 } # ü\n"),
+        "the excerpt shows the label"
+    );
+}
+
+#[test]
+fn rules_nested_in_each_other_are_linted_in_bounded_time() {
+    // `port 1-1`, `port 1-2`, ...: each rule is covered by every later one,
+    // and duplicate-rule compared it with all of them (4,000 rules: 87 s
+    // in a debug build; 30,000 in release: minutes).
+    let n = 4_000;
+    let source: String = (1..=n)
+        .map(|i| format!("allow tcp to port 1-{i}\n"))
+        .collect();
+    let started = std::time::Instant::now();
+    let (_, policy, diagnostics) = run_with(&source, &[]);
+    assert!(
+        started.elapsed().as_secs() < 60,
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(policy.is_some());
+    let redundant = diagnostics
+        .iter()
+        .filter(|d| d.code == Code::DuplicateRule)
+        .count();
+    // Every rule but the last is redundant under a later one.
+    assert_eq!(redundant, n - 1);
 }

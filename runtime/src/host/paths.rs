@@ -137,6 +137,8 @@ pub enum StateFile {
     RollbackLog,
     /// `confirmed-TOKEN`: a confirmation the watcher of TOKEN looks for.
     Confirmed(String),
+    /// `txn.json`: a change in progress (the CLI's `txn` module).
+    Txn,
 }
 
 impl StateFile {
@@ -164,6 +166,7 @@ impl StateFile {
             StateFile::Lock => "lock".into(),
             StateFile::RollbackLog => "rollback.log".into(),
             StateFile::Confirmed(token) => format!("confirmed-{token}"),
+            StateFile::Txn => "txn.json".into(),
         }
     }
 }
@@ -383,6 +386,23 @@ impl StateDir {
             error,
         })?;
         Ok(StateLock { _held: file })
+    }
+}
+
+impl StateDir {
+    /// Takes the interface's lock if nobody holds it; `Ok(None)` if
+    /// somebody does (readers that must not wait for an apply).
+    pub fn try_lock(&self) -> Result<Option<StateLock>, HostError> {
+        let file = self.dir.open_lock_file(&StateFile::Lock.name())?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(StateLock { _held: file })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(error)) => Err(HostError::Io {
+                what: "locking".into(),
+                path: self.file_path(&StateFile::Lock),
+                error,
+            }),
+        }
     }
 }
 
