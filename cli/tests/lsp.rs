@@ -428,7 +428,7 @@ fn a_whole_editing_session() {
     assert_eq!(shown["message"], explained);
 
     // An unknown method is an error, not a crash.
-    let unknown = client.request("textDocument/rename", json!({}));
+    let unknown = client.request("textDocument/semanticTokens/full", json!({}));
     assert_eq!(unknown["error"]["code"], json!(-32601));
 
     // Closing clears the diagnostics (those published before are all in
@@ -508,6 +508,94 @@ fn a_large_policy_gets_all_its_diagnostics() {
     assert_eq!(diagnostics[49_999]["range"]["start"]["line"], 49_999);
     assert!(elapsed.as_secs() < 60, "took {elapsed:?}");
     eprintln!("50,000 diagnostics published in {elapsed:?}");
+    let shutdown = client.request("shutdown", Value::Null);
+    assert_eq!(shutdown["result"], Value::Null);
+    client.notify("exit", Value::Null);
+    assert_eq!(client.exit_code(), 0);
+}
+
+/// Applies LSP text edits (ASCII text: columns are bytes) to `text`.
+fn apply(text: &str, edits: &Value) -> String {
+    let offset = |p: &Value| {
+        let line = p["line"].as_u64().unwrap() as usize;
+        let start: usize = text.split_inclusive('\n').take(line).map(str::len).sum();
+        start + p["character"].as_u64().unwrap() as usize
+    };
+    let mut spans: Vec<(usize, usize, String)> = edits
+        .as_array()
+        .expect("edits")
+        .iter()
+        .map(|e| {
+            (
+                offset(&e["range"]["start"]),
+                offset(&e["range"]["end"]),
+                e["newText"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    spans.sort_by_key(|s| std::cmp::Reverse(s.0));
+    let mut out = text.to_string();
+    for (start, end, new) in spans {
+        out.replace_range(start..end, &new);
+    }
+    out
+}
+
+#[test]
+fn rename_and_removing_an_unused_constant() {
+    let text = "const web = { 80, 443 }\nconst old = 22 # not used\ntable bad { 203.0.113.0/24 }\n\ndeny from @bad\nallow tcp to port $web\nallow udp to port $web\n";
+    let dir = TempDir::new("lsp-rename");
+    dir.write("p.pf", text);
+    let mut client = Client::start(&dir);
+    let init = client.initialize();
+    assert_eq!(init["capabilities"]["renameProvider"], true);
+    let uri = format!("{}/p.pf", client.dir_uri);
+    let published = open(&mut client, &uri, text);
+    assert_eq!(published["diagnostics"][0]["code"], "P0104");
+
+    // Rename `$web` from a use: the definition and both uses change.
+    let (l, c) = find(text, "$web", 1);
+    let mut params = at(&uri, l, c + 1);
+    params["newName"] = json!("$http");
+    let edit = client.call("textDocument/rename", params.clone());
+    let renamed = apply(text, &edit["changes"][&uri]);
+    assert_eq!(
+        renamed,
+        text.replace("const web", "const http")
+            .replace("$web", "$http")
+    );
+    // A keyword, a name already defined, or not a name: refused.
+    for bad in ["allow", "old", "$9x", "a b"] {
+        params["newName"] = json!(bad);
+        let refused = client.request("textDocument/rename", params.clone());
+        assert_eq!(refused["error"]["code"], -32602, "{bad}: {refused}");
+    }
+    // A table, from its definition.
+    let (l, c) = find(text, "bad", 0);
+    let mut params = at(&uri, l, c);
+    params["newName"] = json!("blocklist");
+    let edit = client.call("textDocument/rename", params);
+    assert_eq!(
+        apply(text, &edit["changes"][&uri]),
+        text.replace("table bad", "table blocklist")
+            .replace("@bad", "@blocklist")
+    );
+
+    // The unused constant's quick fix removes its line, comment and all.
+    let (l, _) = find(text, "const old", 0);
+    let actions = client.call(
+        "textDocument/codeAction",
+        json!({"textDocument": {"uri": uri},
+               "range": {"start": {"line": l, "character": 7}, "end": {"line": l, "character": 7}},
+               "context": {"diagnostics": []}}),
+    );
+    assert_eq!(actions[0]["title"], "Remove the unused constant");
+    let fixed = apply(text, &actions[0]["edit"]["changes"][&uri]);
+    assert_eq!(fixed, text.replace("const old = 22 # not used\n", ""));
+    dir.write("fixed.pf", &fixed);
+    let check = patronusc(&dir.0, &["check", "--deny-warnings", "fixed.pf"]);
+    assert_eq!(check.code, 0, "{}", check.stderr);
+
     let shutdown = client.request("shutdown", Value::Null);
     assert_eq!(shutdown["result"], Value::Null);
     client.notify("exit", Value::Null);

@@ -514,7 +514,8 @@ pub fn formatting(a: &Analysis) -> Result<Vec<TextEdit>, String> {
 
 /// Quick fixes for the lints that have one, for the diagnostics that touch
 /// `range`: remove a shadowed (P0103) or redundant (P0102) rule, clear the
-/// host bits of a CIDR (P0101) or keep the single host.
+/// host bits of a CIDR (P0101) or keep the single host, remove an unused
+/// constant (P0104) or table (P0105).
 pub fn code_actions(uri: &Uri, a: &Analysis, range: Range) -> Vec<CodeAction> {
     let text = a.text();
     let index = LineIndex::new(text);
@@ -551,6 +552,27 @@ pub fn code_actions(uri: &Uri, a: &Analysis, range: Range) -> Vec<CodeAction> {
                 out.push(fix(
                     format!("Remove the {what} rule"),
                     whole_lines(text, span),
+                    String::new(),
+                    false,
+                ));
+            }
+            Code::UnusedConst | Code::UnusedTable => {
+                // The diagnostic points at the name; remove its statement.
+                let Some(item) = a.ast.items.iter().find(|item| match item {
+                    ast::Item::Const(c) => c.name.span == span,
+                    ast::Item::Table(t) => t.name.span == span,
+                    _ => false,
+                }) else {
+                    continue;
+                };
+                let what = if d.code == Code::UnusedConst {
+                    "constant"
+                } else {
+                    "table"
+                };
+                out.push(fix(
+                    format!("Remove the unused {what}"),
+                    whole_lines(text, item.span()),
                     String::new(),
                     false,
                 ));
@@ -598,6 +620,53 @@ fn whole_lines(text: &str, span: Span) -> Span {
     } else {
         span
     }
+}
+
+/// Renames the `$const` or `@table` at `offset`: its definition and every
+/// use. `new_name` may be written with or without the sigil; it must be a
+/// name the lexer reads as one (not a keyword) and not already defined.
+pub fn rename(
+    uri: &Uri,
+    a: &Analysis,
+    offset: usize,
+    new_name: &str,
+) -> Result<Option<WorkspaceEdit>, String> {
+    let Some(symbol) = a.symbol_at(offset) else {
+        return Ok(None);
+    };
+    let name = new_name
+        .strip_prefix(symbol.kind.sigil())
+        .unwrap_or(new_name);
+    let lexes_as_name = matches!(
+        patronus_grammar::lexer::lex(name).tokens.as_slice(),
+        [(0, Tok::Ident(n), end)] if n == name && *end == name.len()
+    );
+    if !lexes_as_name {
+        return Err(format!(
+            "`{name}` is not a name (a letter or `_`, then letters, digits, `_` or `-`; not a keyword)"
+        ));
+    }
+    if name != symbol.name && a.definition(symbol.kind, name).is_some() {
+        return Err(format!(
+            "`{}{name}` is already defined",
+            symbol.kind.sigil()
+        ));
+    }
+    let index = LineIndex::new(a.text());
+    let mut edits = Vec::new();
+    if let Some(def) = a.definition(symbol.kind, &symbol.name) {
+        edits.push(TextEdit::new(index.range(def.span), name.to_string()));
+    }
+    for span in a.references(symbol.kind, &symbol.name) {
+        edits.push(TextEdit::new(
+            index.range(span),
+            format!("{}{name}", symbol.kind.sigil()),
+        ));
+    }
+    Ok(Some(WorkspaceEdit {
+        changes: Some(HashMap::from([(uri.clone(), edits)])),
+        ..Default::default()
+    }))
 }
 
 /// An `explain` lens on every `expect` line of every test.

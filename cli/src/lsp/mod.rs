@@ -2,8 +2,8 @@
 //! (lsp-server's JSON-RPC transport: threads, no async runtime). It keeps
 //! the text of each open document and answers every request from a fresh
 //! [`analysis::Analysis`] of it: diagnostics as `check` reports them,
-//! hover, definition, references, completion, formatting, the lints'
-//! quick fixes, and an `explain` code lens on test lines ([`features`]).
+//! hover, definition, references, rename, completion, formatting, the
+//! lints' quick fixes, and an `explain` code lens on test lines ([`features`]).
 //! Nothing is written to stdout but protocol messages.
 
 pub mod analysis;
@@ -20,7 +20,7 @@ use lsp_types::notification::{
 };
 use lsp_types::request::{
     CodeActionRequest, CodeLensRequest, Completion, ExecuteCommand, Formatting, GotoDefinition,
-    HoverRequest, References, Request as _,
+    HoverRequest, References, Rename, Request as _,
 };
 use lsp_types::{
     CodeActionKind, CodeActionOptions, CodeActionProviderCapability, CodeLensOptions,
@@ -60,6 +60,7 @@ pub fn capabilities() -> ServerCapabilities {
         hover_provider: Some(HoverProviderCapability::Simple(true)),
         definition_provider: Some(OneOf::Left(true)),
         references_provider: Some(OneOf::Left(true)),
+        rename_provider: Some(OneOf::Left(true)),
         document_formatting_provider: Some(OneOf::Left(true)),
         completion_provider: Some(CompletionOptions {
             trigger_characters: Some(vec!["$".to_string(), "@".to_string()]),
@@ -236,6 +237,17 @@ impl Server<'_> {
                     offset,
                     p.context.include_declaration,
                 )))
+            }
+            Rename::METHOD => {
+                let p: lsp_types::RenameParams = parse(params)?;
+                let pos = p.text_document_position;
+                let uri = pos.text_document.uri;
+                let a = self.document(&uri)?;
+                let offset = features::offset(&a, pos.position);
+                match features::rename(&uri, &a, offset, &p.new_name) {
+                    Ok(edit) => Ok(json(&edit)),
+                    Err(message) => Err((ErrorCode::InvalidParams, message)),
+                }
             }
             Completion::METHOD => {
                 let p: lsp_types::CompletionParams = parse(params)?;
