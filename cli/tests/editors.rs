@@ -90,3 +90,22 @@ fn the_vim_syntax_covers_every_keyword() {
     assert!(missing.is_empty(), "not highlighted: {missing:?}");
     assert!(repo_file("editors/vim/ftdetect/patronus.vim").contains("*.pf setfiletype patronus"));
 }
+
+#[test]
+fn the_vscode_extension_declares_the_language_and_the_grammar() {
+    let package: Value =
+        serde_json::from_str(&repo_file("editors/vscode/package.json")).expect("package.json");
+    let language = &package["contributes"]["languages"][0];
+    assert_eq!(language["id"], "patronus");
+    assert_eq!(language["extensions"], serde_json::json!([".pf"]));
+    let config = language["configuration"].as_str().expect("configuration");
+    let config: Value = serde_json::from_str(&repo_file(&format!("editors/vscode/{config}")))
+        .expect("language configuration");
+    assert_eq!(config["comments"]["lineComment"], "#");
+    let grammar = &package["contributes"]["grammars"][0];
+    assert_eq!(grammar["scopeName"], "source.patronus");
+    // The extension's grammar is the TextMate grammar itself (a link).
+    let path = grammar["path"].as_str().expect("grammar path");
+    let linked = repo_file(&format!("editors/vscode/{path}"));
+    assert_eq!(linked, repo_file("editors/textmate/patronus.tmLanguage.json"));
+}
