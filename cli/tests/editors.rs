@@ -107,5 +107,8 @@ fn the_vscode_extension_declares_the_language_and_the_grammar() {
     // The extension's grammar is the TextMate grammar itself (a link).
     let path = grammar["path"].as_str().expect("grammar path");
     let linked = repo_file(&format!("editors/vscode/{path}"));
-    assert_eq!(linked, repo_file("editors/textmate/patronus.tmLanguage.json"));
+    assert_eq!(
+        linked,
+        repo_file("editors/textmate/patronus.tmLanguage.json")
+    );
 }
