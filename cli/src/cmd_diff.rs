@@ -248,9 +248,34 @@ pub fn run(args: &DiffArgs) -> Result<Status, CliError> {
             ));
         }
     };
-    let mut files = Files::new();
-    let old = load_policy(&mut files, &old_source, args.color.color)?;
-    let new = load_policy(&mut files, &new_source, args.color.color)?;
+    // Checking is most of a large diff's time: both policies at once.
+    let color = args.color.color;
+    let (old_loaded, new_loaded) = std::thread::scope(|scope| {
+        let old = scope.spawn(|| {
+            let mut files = Files::new();
+            load_policy(&mut files, &old_source, color).map(|p| (files, p))
+        });
+        let mut files = Files::new();
+        let new = load_policy(&mut files, &new_source, color).map(|p| (files, p));
+        let old = old
+            .join()
+            .unwrap_or_else(|_| Err(CliError::new("checking the old policy failed")));
+        (old, new)
+    });
+    let (mut files, old) = old_loaded?;
+    let (new_files, mut new) = new_loaded?;
+    // One `Files` for both, so diagnostics can point into either: the new
+    // policy's files follow the old one's.
+    let offset = files.iter().count();
+    for (_, f) in new_files.iter() {
+        files.add(f.name.clone(), f.text.clone());
+    }
+    let shift = |id: FileId| FileId(id.0 + offset);
+    new.file = shift(new.file);
+    new.policy.file = shift(new.policy.file);
+    for t in &mut new.policy.tables {
+        t.source_file = t.source_file.map(shift);
+    }
     let d = diff::diff(old.side(), new.side(), args.all);
     let lines = [old.file, new.file]
         .into_iter()

@@ -387,6 +387,15 @@ fn coverage_human(name: &str, files: &Files, policy: &Policy, cov: &coverage::Co
                 describer.matcher(region),
                 diff::decision_text(policy, d)
             );
+            // A test step to start from, ready to paste.
+            if let Some(p) = regions::example(region) {
+                let _ = writeln!(
+                    out,
+                    "      expect {} {}",
+                    verdict_name(d.verdict()),
+                    regions::packet_text(&p)
+                );
+            }
         }
     }
     out.push('\n');

@@ -8,7 +8,8 @@
 //! - sampled packets inside a reported region have the stated verdicts;
 //!   sampled packets outside every reported region have equal verdicts;
 //! - one policy's regions (snapshot mode) cover every sampled packet
-//!   exactly once, with the interpreter's phase and rule;
+//!   exactly once, with the interpreter's phase and rule; every region's
+//!   example, printed in test syntax, types back to the same packet;
 //! - a policy diffed with itself reports no decision change; with its rules
 //!   reordered, no verdict change.
 
@@ -154,10 +155,21 @@ proptest! {
             prop_assert_eq!(inside.len(), 1, "{:?}", p);
             check_decision(&a, inside[0].decisions[0], &o)?;
         }
-        // Every region has an example, and it is decided as stated.
+        // Every region's example is decided as stated, and its test-syntax
+        // text (what `--emit-tests` prints) types back to the same packet.
         for region in &all {
             if let Some(example) = regions::example(region) {
                 check_decision(&a, region.decisions[0], &fresh(&a, &example))?;
+                let text = regions::packet_text(&example);
+                let spec = patronus_grammar::parse_packet(&text)
+                    .map_err(|e| TestCaseError::fail(format!("{text}: {e:?}")))?;
+                let typed = patronus_compiler::packet_from_spec(
+                    patronus_compiler::diag::FileId(0),
+                    &text,
+                    &spec,
+                )
+                .map_err(|e| TestCaseError::fail(format!("{text}: {e:?}")))?;
+                prop_assert_eq!(typed, example, "{}", text);
             }
         }
         // Against itself: nothing; reordered: no verdict changes.
