@@ -396,7 +396,10 @@ fn compile_text_edited(
     };
     edit(&mut policy)?;
     let program = ir::lower(&policy);
-    let mut object = patronus_codegen::compile(&program)
+    // The code this kernel's verifier accepts (the fast path when it
+    // keeps bounds through byte swaps).
+    let limits = patronus_runtime::features::current().limits();
+    let mut object = patronus_codegen::compile_with_limits(&program, &limits)
         .map_err(|err| CliError::new(format!("cannot compile `{name}`: {err}")))?;
     test_knob_break_verifier(&mut object)?;
     let counters = program

@@ -320,6 +320,7 @@ fn attach_xdp(
     ifindex: u32,
     mode: XdpMode,
 ) -> Result<(OwnedFd, Attached, Option<String>), RuntimeError> {
+    crate::features::current().require(crate::features::Feature::XdpLink)?;
     let create = |flags| sys::link_create(prog, ifindex, attach_type::XDP, flags);
     let attach_err = |error| RuntimeError::Io {
         context: "attaching the XDP program",
@@ -341,10 +342,13 @@ fn attach_xdp(
     }
 }
 
-fn attach_tc(prog: BorrowedFd<'_>, ifindex: u32) -> Result<OwnedFd, RuntimeError> {
-    sys::link_create(prog, ifindex, attach_type::TCX_EGRESS, 0).map_err(io_err(
-        "attaching the tc egress program (tcx, Linux 6.6 or later)",
-    ))
+/// A tcx link to pin, or `None` for a `clsact` filter (no tcx: see
+/// [`crate::attach`]).
+fn attach_tc(prog: BorrowedFd<'_>, ifindex: u32) -> Result<Option<OwnedFd>, RuntimeError> {
+    Ok(match crate::attach::egress(prog, ifindex)? {
+        crate::attach::Egress::Link(link) => Some(link),
+        crate::attach::Egress::Filter => None,
+    })
 }
 
 /// State maps of the running policy that the new object can take over:
@@ -448,10 +452,19 @@ fn fresh_attach(
     // tc first: a policy that cannot see its own replies must not start
     // filtering (established replies would be dropped).
     let tc_link = match loaded.program_fd(ProgramKind::Tc) {
-        Some(tc) => Some(attach_tc(tc, ifindex)?),
+        Some(tc) => attach_tc(tc, ifindex)?,
         None => None,
     };
-    let (xdp_link, attached, fallback) = attach_xdp(xdp, ifindex, mode)?;
+    let (xdp_link, attached, fallback) = match attach_xdp(xdp, ifindex, mode) {
+        Ok(attached) => attached,
+        Err(error) => {
+            // A filter outlives this process: take it down with the pins.
+            if tc_link.is_none() && loaded.program_fd(ProgramKind::Tc).is_some() {
+                let _ = crate::attach::remove_filter(ifindex);
+            }
+            return Err(error);
+        }
+    };
     if let Some(link) = &tc_link {
         pin(link.as_fd(), &pins.tc_link())?;
     }
@@ -488,16 +501,28 @@ fn swap(
     let old_tc_link = sys::obj_get(&pins.tc_link()).ok();
     // A new tc attachment is created before the swap so that a failure
     // leaves the old policy alone.
+    // Without tcx the egress program is a filter: setting the new one
+    // replaces the old program in place (before the XDP swap, as a new
+    // tcx link would be created before it).
+    let old_filter = crate::attach::filter_installed(pins);
     let new_tc_link = match (loaded.program_fd(ProgramKind::Tc), &old_tc_link) {
-        (Some(tc), None) => {
-            let link = attach_tc(tc, ifindex)?;
-            pin(link.as_fd(), &Pins::staged(&pins.tc_link()))?;
-            Some(link)
-        }
+        (Some(tc), None) => match attach_tc(tc, ifindex)? {
+            Some(link) => {
+                pin(link.as_fd(), &Pins::staged(&pins.tc_link()))?;
+                Some(link)
+            }
+            None => None,
+        },
         _ => None,
     };
     let swap_started = std::time::Instant::now();
-    sys::link_update(xdp_link.as_fd(), xdp).map_err(io_err("swapping the XDP program"))?;
+    if let Err(error) = sys::link_update(xdp_link.as_fd(), xdp) {
+        if old_filter && let Ok(old) = sys::obj_get(&pins.prog(ProgramKind::Tc)) {
+            // The old policy keeps running: its egress program too.
+            let _ = crate::attach::set_filter(old.as_fd(), ifindex);
+        }
+        return Err(io_err("swapping the XDP program")(error));
+    }
     if let (Some(tc), Some(link)) = (loaded.program_fd(ProgramKind::Tc), &old_tc_link)
         && let Err(error) = sys::link_update(link.as_fd(), tc)
     {
@@ -516,6 +541,10 @@ fn swap(
     if old_tc_link.is_some() && loaded.program_fd(ProgramKind::Tc).is_none() {
         // The new policy has no egress program: unpinning detaches it.
         let _ = std::fs::remove_file(pins.tc_link());
+        let _ = std::fs::remove_file(pins.prog(ProgramKind::Tc));
+    }
+    if old_filter && loaded.program_fd(ProgramKind::Tc).is_none() {
+        let _ = crate::attach::remove_filter(ifindex);
         let _ = std::fs::remove_file(pins.prog(ProgramKind::Tc));
     }
     for kind in [ProgramKind::Xdp, ProgramKind::Tc] {
@@ -547,6 +576,13 @@ fn swap(
 /// `false` when nothing was installed there.
 pub fn uninstall(pins: &Pins) -> bool {
     let existed = pins.dir.exists();
+    if crate::attach::filter_installed(pins)
+        && let Ok(link) = sys::obj_get(&pins.xdp_link())
+        && let Ok(info) = sys::link_info(link.as_fd())
+        && info.ifindex != 0
+    {
+        let _ = crate::attach::remove_filter(info.ifindex);
+    }
     // Links first: the interface is unfiltered from here on.
     let _ = std::fs::remove_file(pins.xdp_link());
     let _ = std::fs::remove_file(pins.tc_link());

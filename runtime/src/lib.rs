@@ -8,6 +8,10 @@
 //!   links pinned on bpffs), atomic replacement, pinned counters, removal.
 //! - [`events`]: `log` events from a pinned ring buffer.
 //! - [`probe`]: whether this process can load and test-run programs at all.
+//! - [`attach`]: the egress program as a tcx link or, without tcx, a
+//!   `clsact` filter.
+//! - [`features`]: what this kernel's BPF offers (verifier generation,
+//!   helpers, map types, tcx, XDP links), probed once per process.
 //! - [`RuntimeError`]: every failure as data; verifier rejections carry the
 //!   log's last lines and the listing's annotation of the failing
 //!   instruction.
@@ -15,8 +19,10 @@
 //! Byte layouts of keys and values belong to codegen; the runtime writes
 //! the bytes it is given and reads counters as u64 words.
 
+pub mod attach;
 pub mod error;
 pub mod events;
+pub mod features;
 pub mod install;
 pub mod loaded;
 pub mod mapped;
