@@ -22,7 +22,7 @@
 # Writes DIR/control.md (a `## ` section), DIR/*.svg (through $PLOT),
 # raw TSVs, and appends key<TAB>value lines to DIR/figures.tsv.
 # Env (benches/run sets them; computed when unset): PATRONUSC,
-# PATRONUS_BENCH_BIN, BENCH, PLOT. --quick: small counts, < 2 min.
+# PATRONUS_BENCH_BIN, PLOT. --quick: small counts, < 2 min.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -67,11 +67,11 @@ if [ -z "${PATRONUSC:-}" ] || [ -z "${PATRONUS_BENCH_BIN:-}" ]; then
 	PATRONUS_BENCH_BIN=${PATRONUS_BENCH_BIN:-$TARGET/release}
 fi
 CONTROL=$PATRONUS_BENCH_BIN/control
-BENCH=${BENCH:-$(cd ../shared/bench && pwd)}
+CORPUS=$PATRONUS_BENCH_BIN/corpus
 PLOT=${PLOT:-$ROOT/benches/plot.py}
 [ -x "$PATRONUSC" ] || die "no patronusc at $PATRONUSC"
 [ -x "$CONTROL" ] || die "no control driver at $CONTROL (cargo build --release -p patronus-bench)"
-make -s -C "$BENCH" >/dev/null || die "make -C $BENCH failed"
+[ -x "$CORPUS" ] || die "no corpus driver at $CORPUS (cargo build --release -p patronus-bench)"
 # plot.py is helper A's; wait for it rather than fail a fresh checkout's run.
 for _ in $(seq 60); do [ -f "$PLOT" ] && break; sleep 5; done
 [ -f "$PLOT" ] || die "no plot script at $PLOT"
@@ -98,30 +98,17 @@ now() { echo "${EPOCHREALTIME/,/.}"; }
 # median of the numbers on stdin
 median() { python3 -c 'import sys,statistics as s; v=[float(x) for x in sys.stdin.read().split()]; print(f"{s.median(v):.6f}")'; }
 
-# The bench's blocklist of N prefixes when gen.py made one, else
-# random_blocklist(N) with gen.py's seeding, made here.
+# The corpus's blocklist of N prefixes (patronus_compiler::corpus, seed N).
 blocklist() {
-	local n=$1 f=$BENCH/build/pkts/blocklist-$1.txt
-	if [ -f "$f" ]; then echo "$f"; return; fi
-	f=$WORK/blocklist-$n.txt
-	if [ ! -f "$f" ]; then
-		python3 - "$BENCH/pkts" "$n" "$f" <<-'EOF'
-			import random, sys
-			sys.path.insert(0, sys.argv[1])
-			import gen
-			n = int(sys.argv[2])
-			with open(sys.argv[3], "w") as f:
-			    f.write(f"# {n} IPv4 prefixes (gen.random_blocklist, seed {n})\n")
-			    f.write("\n".join(gen.random_blocklist(n, random.Random(n))) + "\n")
-		EOF
-	fi
+	local f=$WORK/blocklist-$1.txt
+	[ -f "$f" ] || "$CORPUS" blocklist "$1" "$f" || die "writing blocklist-$1 failed"
 	echo "$f"
 }
 # reference.pf with a blocklist of N prefixes (absolute path).
 reference() {
 	local n=$1 list
 	list=$(blocklist "$n")
-	sed "s#\"build/pkts/blocklist-[0-9]*.txt\"#\"$list\"#" "$BENCH/reference.pf" >"$WORK/reference-$n.pf"
+	sed "s#\"build/pkts/blocklist-[0-9]*.txt\"#\"$list\"#" "$ROOT/benches/reference.pf" >"$WORK/reference-$n.pf"
 	echo "$WORK/reference-$n.pf"
 }
 # Median wall seconds of `patronusc build POLICY -o ...` over $REPEAT runs.
@@ -252,20 +239,21 @@ echo "control: incremental apply (1% of $BIG entries changed)" >&2
 incremental=""
 incremental_note="not measured"
 list=$(blocklist "$BIG")
-python3 - "$BENCH/pkts" "$list" "$WORK/changed.txt" <<-'EOF'
+# Fresh prefixes: a blocklist of another size has another seed.
+"$CORPUS" blocklist $(( BIG / 100 * 3 + 7 )) "$WORK/fresh.txt" || die "writing fresh prefixes failed"
+python3 - "$WORK/fresh.txt" "$list" "$WORK/changed.txt" <<-'EOF'
 	# Drops the first 1% of the prefixes and adds as many new ones.
-	import random, sys
-	sys.path.insert(0, sys.argv[1])
-	import gen
-	lines = [l.strip() for l in open(sys.argv[2]) if l.strip() and not l.startswith("#")]
+	import sys
+	read = lambda p: [l.strip() for l in open(p) if l.strip() and not l.startswith("#")]
+	lines = read(sys.argv[2])
 	k = max(1, len(lines) // 100)
 	have = set(lines)
-	fresh = [p for p in gen.random_blocklist(3 * k, random.Random(7)) if p not in have][:k]
+	fresh = [p for p in read(sys.argv[1]) if p not in have][:k]
 	with open(sys.argv[3], "w") as f:
 	    f.write("\n".join(lines[k:] + fresh) + "\n")
 EOF
 cp "$list" "$WORK/table-inc.txt"
-sed "s#\"build/pkts/blocklist-[0-9]*.txt\"#\"$WORK/table-inc.txt\"#" "$BENCH/reference.pf" >"$WORK/inc.pf"
+sed "s#\"build/pkts/blocklist-[0-9]*.txt\"#\"$WORK/table-inc.txt\"#" "$ROOT/benches/reference.pf" >"$WORK/inc.pf"
 apply_once "$WORK/inc.pf" >/dev/null
 cp "$WORK/changed.txt" "$WORK/table-inc.txt"
 apply_once "$WORK/inc.pf" >"$WORK/inc.times"
@@ -369,8 +357,8 @@ verdict() { python3 -c "import sys; v, t, op = float(sys.argv[1]), float(sys.arg
 	echo "split is the median of $REPEAT in-process compiles through the crates' APIs"
 	echo "(\`benches/src/bin/control.rs stages\`). Rule policies come from \`control rules N\`"
 	echo "(four rule shapes, each rule its own port and sources: no overlap, no lint findings);"
-	echo "table policies are the bench's reference.pf with a blocklist of N prefixes"
-	echo "(\`gen.random_blocklist\`). Apply: \`patronusc apply\` on a veth in a fresh network"
+	echo "table policies are benches/reference.pf with a blocklist of N prefixes"
+	echo "(\`corpus blocklist N\`, benches/src/bin/corpus.rs). Apply: \`patronusc apply\` on a veth in a fresh network"
 	echo "namespace (XDP native, tcx egress), fresh each time (unloaded in between), medians;"
 	echo "the columns are the timings apply prints. Fill: \`control fill\` loads the policy with"
 	echo "and without the blocklist's entries; the difference is the LPM fill."

@@ -14,7 +14,7 @@
 #                     Patronus and ref_xdp.c (benches/src/bin/mix.rs)
 #
 # Environment (benches/run sets it; computed when run alone): PATRONUSC,
-# PATRONUS_BENCH_BIN, BENCH, PLOT, PIN (bpffs scratch directory, default
+# PATRONUS_BENCH_BIN, BENCH_BUILD, PLOT, PIN (bpffs scratch directory, default
 # /sys/fs/bpf/patronus-bench-curves), CURVE_SIZES, MIX_N.
 # The programs are built beforehand (cargo build --release -p patronus-cli
 # -p patronus-bench); the pins made here are removed on exit.
@@ -35,9 +35,11 @@ source "$(dirname "$0")/common.sh"
 [ "$(id -u)" = 0 ] || die "curves.sh: run as root (BPF)"
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
-for f in "$PATRONUSC" "$PATRONUS_BENCH_BIN/ctfill" "$PATRONUS_BENCH_BIN/mix" "$BENCH/build/hbfill"; do
-	[ -x "$f" ] || die "$f missing: build first (cargo build --release -p patronus-cli -p patronus-bench; make -C $BENCH)"
+for f in "$PATRONUSC" "$PATRONUS_BENCH_BIN"/{ctfill,mix,corpus,xdpfill}; do
+	[ -x "$f" ] || die "$f missing: build first (cargo build --release -p patronus-cli -p patronus-bench)"
 done
+mount_bpffs
+build_harness
 
 if [ "$QUICK" = 1 ]; then
 	CURVE_SIZES=${CURVE_SIZES:-10 100 1000 10000}
@@ -52,8 +54,8 @@ else
 	CT_ARGS=(--levels "0 1000 10000 100000 1000000" --probes 10000 --repeat 1000000)
 	MIX_ARGS=(--frames 2000 --passes 5)
 fi
-# ref_xdp.c's blocklist LPM trie: HB_BLOCKLIST_MAX in ref/layout.h.
-REF_MAX=$(sed -nE 's/^#define HB_BLOCKLIST_MAX \(1 << ([0-9]+)\).*/\1/p' "$BENCH/ref/layout.h")
+# ref_xdp.c's blocklist LPM trie: BL_MAX in benches/xdp/layout.h.
+REF_MAX=$(sed -nE 's/^#define BL_MAX +\(1 << ([0-9]+)\).*/\1/p' "$BENCHES_ROOT/benches/xdp/layout.h")
 REF_MAX=$(( 1 << ${REF_MAX:-17} ))
 
 PIN=${PIN:-/sys/fs/bpf/patronus-bench}/curves
@@ -63,22 +65,16 @@ trap 'exit 130' INT TERM
 rm -rf "$PIN"
 mkdir -p "$PIN"
 
-# Timed runs on the last CPU, like run_testrun.sh.
-TASKSET=()
-if [ "$(nproc)" -gt 1 ]; then TASKSET=(taskset -c "$(( $(nproc) - 1 ))"); fi
-
-# run_ns PINNED PKT REPEAT -> "RET NS"
-run_ns() {
-	local out
-	out=$("${TASKSET[@]}" bpftool prog run pinned "$1" data_in "$2" repeat "$3" 2>&1) \
-		|| die "bpftool prog run $1 $2 failed: $out"
-	sed -nE 's/^Return value: ([0-9]+), duration( \(average\))?: ([0-9]+)ns.*/\1 \3/p' <<<"$out"
-}
+# Timed runs on the last CPU, like testrun.sh (run_prog reads TASKSET).
+CPU=()
+if [ "$(nproc)" -gt 1 ]; then CPU=(taskset -c "$(( $(nproc) - 1 ))"); fi
+TASKSET="${CPU[*]}"
+run_ns() { run_prog "$@"; }
 
 PKTS="blocklisted udp_denied tcp80_syn tcp443_ack_est"
 # steady verdict of a packet from packets.tsv, as an XDP return code
 expect_ret() {
-	awk -F'\t' -v p="$1" '$1 == p { print ($3 == "DROP") ? 1 : 2 }' "$BENCH/build/pkts/packets.tsv"
+	awk -F'\t' -v p="$1" '$1 == p { print ($3 == "DROP") ? 1 : 2 }' "$PKT_DIR/packets.tsv"
 }
 
 # measure NAME PINNED: one ns figure per packet of PKTS (fresh state: one
@@ -86,9 +82,9 @@ expect_ret() {
 measure() {
 	local name=$1 pinned=$2 p res row="" want
 	for p in $PKTS; do
-		run_ns "$pinned" "$BENCH/build/pkts/$p.bin" 1 >/dev/null
-		run_ns "$pinned" "$BENCH/build/pkts/$p.bin" 1000 >/dev/null
-		res=$(run_ns "$pinned" "$BENCH/build/pkts/$p.bin" "$REPEAT")
+		run_ns "$pinned" "$PKT_DIR/$p.bin" 1 >/dev/null
+		run_ns "$pinned" "$PKT_DIR/$p.bin" 1000 >/dev/null
+		res=$(run_ns "$pinned" "$PKT_DIR/$p.bin" "$REPEAT")
 		want=$(expect_ret "$p")
 		[ "${res% *}" = "$want" ] || die "$name: verdict ${res% *} on $p, expected $want"
 		row+=$'\t'"${res#* }"
@@ -125,7 +121,7 @@ python3 "$PLOT" --out "$OUT/curve_blocklist.svg" --logx \
 # ---- (c) ns vs conntrack entries ----------------------------------------------
 log "curve: ns vs conntrack entries"
 load_patronus 10 "$PIN/ct" "conntrack-size = 1100000"
-"${TASKSET[@]}" "$PATRONUS_BENCH_BIN/ctfill" "$PIN/ct" "${CT_ARGS[@]}" >"$OUT/curve_conntrack.tsv" \
+"${CPU[@]}" "$PATRONUS_BENCH_BIN/ctfill" "$PIN/ct" "${CT_ARGS[@]}" >"$OUT/curve_conntrack.tsv" \
 	|| die "ctfill failed"
 rm -rf "$PIN/ct"
 python3 "$PLOT" --out "$OUT/curve_conntrack.svg" --logx \
@@ -141,7 +137,7 @@ if [ "$MIX_N" -le "$REF_MAX" ]; then
 	load_ref "$MIX_N" "$PIN/mr"
 	mix_progs+=(--prog "ref_xdp=$PIN/mr/prog")
 fi
-"${TASKSET[@]}" "$PATRONUS_BENCH_BIN/mix" --blocklist "$(blocklist_file "$MIX_N")" \
+"${CPU[@]}" "$PATRONUS_BENCH_BIN/mix" --blocklist "$(blocklist_file "$MIX_N")" \
 	"${mix_progs[@]}" "${MIX_ARGS[@]}" >"$OUT/curve_mix.tsv" || die "mix failed"
 rm -rf "$PIN/mp" "$PIN/mr"
 python3 "$PLOT" --out "$OUT/curve_mix.svg" \

@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
 """benches/report.py DIR > benchmarks.md — docs/benchmarks.md from one run.
+   benches/report.py testrun RAW.tsv / veth RAW.tsv — the markdown tables of
+   one testrun.sh / veth.sh run (they call it; exit 1 on a verdict mismatch).
 
 Owns: deriving benches/run's own key figures from the raw files of DIR
 (testrun.tsv, testrun.progs.tsv, veth.tsv), appending them to DIR/figures.tsv,
@@ -208,7 +210,120 @@ def summary(t):
     return "\n".join(rows) + extra if len(rows) > 2 else ""
 
 
+XDP_VERDICT = {"0": "ABORTED", "1": "DROP", "2": "PASS", "3": "TX", "4": "REDIRECT"}
+UNCHECKED = {"xdp_drop", "xdp_pass"}
+
+
+def md_table(header, rows, left=1):
+    """A markdown table; the first `left` columns left-aligned, the rest right."""
+    cells = [[str(c) for c in r] for r in [header] + rows]
+    width = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    line = lambda r: "| " + " | ".join(c.ljust(w) if i < left else c.rjust(w)
+                                       for i, (c, w) in enumerate(zip(r, width))) + " |"
+    rule = "|" + "|".join("-" * (w + 2) if i < left else "-" * (w + 1) + ":"
+                          for i, w in enumerate(width)) + "|"
+    return "\n".join([line(cells[0]), rule] + [line(r) for r in cells[1:]])
+
+
+def both(a, b):
+    return a if a == b else f"{a}->{b}"
+
+
+def testrun_report(raw):
+    """testrun.sh's tables from RAW (+ .progs.tsv, .edge.tsv beside it)."""
+    rows = read_tsv(raw)
+    progs = list(dict.fromkeys(r["program"] for r in rows))
+    pkts = list(dict.fromkeys(r["packet"] for r in rows))
+    ns = {(r["program"], r["packet"]): int(r["ns"]) for r in rows}
+    floor = {p: ns.get(("xdp_drop", p)) for p in pkts}
+    bad, every = [], []
+    for r in rows:
+        got = (XDP_VERDICT.get(r["first"], r["first"]), XDP_VERDICT.get(r["steady"], r["steady"]))
+        want = (r["expect_first"], r["expect_steady"])
+        checked = r["program"] not in UNCHECKED
+        if checked and got != want:
+            bad.append(f"- {r['program']} / {r['packet']}: got {both(*got)}, expected {both(*want)}")
+        f = floor.get(r["packet"])
+        every.append([r["program"], r["packet"], both(*got), both(*want) if checked else "-",
+                      ("ok" if got == want else "MISMATCH") if checked else "-", r["ns"],
+                      f"{int(r['ns']) / f:.2f}" if f else "-", r["repeat"]])
+    print("## Every program x packet (verdict: first run -> after the repeats)\n")
+    print(md_table(["program", "packet", "verdict", "expected", "check", "ns/run", "x floor", "repeat"],
+                   every, left=5))
+    print("\n## ns/run matrix (kernel average; floor = xdp_drop)\n")
+    matrix = [[p] + [str(ns.get((g, p), "-")) for g in progs] for p in pkts]
+    mean = lambda g: [ns[(g, p)] for p in pkts if (g, p) in ns]
+    matrix.append(["**mean**"] + [f"{statistics.mean(mean(g)):.0f}" if mean(g) else "-" for g in progs])
+    if all(floor.values()):
+        ratio = lambda g: [ns[(g, p)] / floor[p] for p in pkts if (g, p) in ns]
+        matrix.append(["**geomean x floor**"] + [f"{geomean(ratio(g)):.2f}" if ratio(g) else "-"
+                                                  for g in progs])
+    print(md_table(["packet"] + progs, matrix))
+    info = read_tsv(raw[:-4] + ".progs.tsv")
+    if info:
+        print("\n## Programs (size after verification; load time includes creating and filling maps)\n")
+        print(md_table(["program", "xlated bytes", "jited bytes", "verified insns", "load+fill ms"],
+                       [[r["program"], r["xlated_bytes"], r["jited_bytes"], r["verified_insns"],
+                         r["load_fill_ms"]] for r in info]))
+    edges = read_tsv(raw[:-4] + ".edge.tsv")
+    if edges:
+        print("\n## Edge cases (corpus edge frames: one run each on fresh state)\n")
+        out = []
+        for g in dict.fromkeys(e["program"] for e in edges):
+            mine = [e for e in edges if e["program"] == g]
+            miss = [e for e in mine if XDP_VERDICT.get(e["got"], e["got"]) != e["expect"]]
+            for e in miss:
+                bad.append(f"- {g} / edge {e['packet']}: got {XDP_VERDICT.get(e['got'], e['got'])}, "
+                           f"expected {e['expect']}")
+            names = [e["packet"] for e in miss]
+            shown = ", ".join(names[:6]) + (f", ... ({len(names) - 6} more)" if len(names) > 6 else "")
+            out.append([g, len(mine), len(mine) - len(miss), shown or "-"])
+        print(md_table(["program", "frames", "as expected", "mismatches"], out))
+    print("\n## Verdict check\n")
+    if bad:
+        print(f"{len(bad)} mismatch(es):")
+        print("\n".join(bad))
+        return 1
+    print("all verdicts as expected (xdp_drop / xdp_pass not checked)")
+    return 0
+
+
+def mpps(pps):
+    return f"{pps / 1e6:.3f}" if pps >= 1e5 else f"{pps / 1e6:.4f}"
+
+
+def veth_report(raw):
+    """veth.sh's tables from RAW: medians per configuration, one per profile."""
+    rows = read_tsv(raw)
+    keys = ("pps", "offered_pps", "ring_drop_pps", "busy", "cpu_ns_per_pkt", "xdp_drop_frac")
+    for prof in dict.fromkeys(r["profile"] for r in rows):
+        mine = [r for r in rows if r["profile"] == prof]
+        configs = list(dict.fromkeys(r["config"] for r in mine))
+        med, runs = {}, {}
+        for c in configs:
+            rr = [r for r in mine if r["config"] == c]
+            med[c] = {k: statistics.median(float(r[k]) for r in rr) for k in keys}
+            runs[c] = [float(r["pps"]) for r in rr]
+        fl = med.get("xdp_drop")
+        out = []
+        for c in configs:
+            m = med[c]
+            out.append([c, mpps(m["pps"]),
+                        f"{m['pps'] / fl['pps']:.2f}" if fl and fl["pps"] else "-",
+                        f"{m['busy'] * 100:.0f}%", f"{m['cpu_ns_per_pkt']:.0f}",
+                        f"{m['cpu_ns_per_pkt'] / fl['cpu_ns_per_pkt']:.2f}"
+                        if fl and fl["cpu_ns_per_pkt"] else "-",
+                        f"{m['offered_pps'] / 1e6:.2f}", f"{min(m['xdp_drop_frac'], 1.0) * 100:.0f}%",
+                        " ".join(mpps(x) for x in runs[c])])
+        print(f"\n## Profile `{prof}` (medians of {len(runs[configs[0]])} runs)\n")
+        print(md_table(["config", "Mpps at DUT", "x xdp_drop", "DUT CPU busy", "DUT CPU ns/pkt",
+                        "x xdp_drop ns", "offered Mpps", "dropped in XDP", "runs (Mpps)"], out))
+    return 0
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] in ("testrun", "veth"):
+        return (testrun_report if sys.argv[1] == "testrun" else veth_report)(sys.argv[2])
     if len(sys.argv) != 2:
         print(__doc__, file=sys.stderr)
         return 2
@@ -242,10 +357,11 @@ def main():
          "below is from that one run; absolute nanoseconds on this 2-core VM move 10–30 % between",
          "runs, ratios within a run are what compare.", "",
          "`sudo benches/run` (~15 min; `--quick`: a < 3 min smoke test that leaves docs/ alone)",
-         "needs `../shared/bench` beside the repository and clang, llvm, libbpf-dev, bpftool,",
-         "nftables, iptables, xdp-tools, ethtool, python3. It builds the release binaries, runs",
-         "every part below, keeps the raw TSVs in `benches/results/<UTC stamp>/` and rewrites this",
-         "file and `docs/bench/*.svg`.", "",
+         "needs root and what `scripts/setup --bench` installs (clang, llvm, libbpf-dev, bpftool,",
+         "nftables, iptables, xdp-tools, ethtool, python3); it runs it first. Everything it",
+         "compares against is in `benches/`. It builds the release binaries, runs every part below,",
+         "keeps the raw TSVs in `benches/results/<UTC stamp>/` and rewrites this file and",
+         "`docs/bench/*.svg`.", "",
          f"- date: {meta.get('date', '?')} (UTC), total run time {int(meta.get('seconds', 0)) // 60} min"
          f" {int(meta.get('seconds', 0)) % 60} s",
          f"- kernel: {meta.get('kernel', '?')}; CPU: {meta.get('cpu', '?')}",
@@ -261,14 +377,36 @@ def main():
     o += ["## Targets", "", targets_table(figs, notes), "",
           "Keys and values: `figures.tsv` in the raw data directory.", ""]
 
+    o += ["## The harness", "",
+          "Every program implements one policy, `benches/reference.pf`: drop sources on a",
+          "blocklist (N random IPv4 prefixes, the last 198.51.100.0/24, plus 2001:db8:bad::/48);",
+          "pass established flows; new SSH connections 10/s, burst 10, per source; TCP 80 and 443",
+          "from anywhere; UDP 53 from 10.0.0.0/8; ping on IPv4 and IPv6; drop the rest, and drop",
+          "invalid packets and fragments first; ARP and neighbor discovery pass.", "",
+          "- `xdp_drop` / `xdp_pass` (`benches/xdp/trivial_*.c`): the floor and the cost of entering XDP.",
+          "- `ref_N` (`benches/xdp/ref_xdp.c`): the policy written by hand for speed — LPM-trie",
+          "  blocklist, LRU conntrack and token buckets, per-CPU counters, compares against constants.",
+          "- `naive_N` (`benches/xdp/naive_xdp.c`): the same validation and state, but the rules",
+          "  (N blocklist prefixes + 10) scanned linearly from an array.",
+          "- `nft`, `iptables`, `xdp-filter`: `benches/rulesets/` (xdp-filter cannot express the",
+          "  blocklist, the source condition, ICMP or the rate limit).",
+          "- Patronus: `patronusc load --pin-dir` of the policy with blocklist N (not attached), the",
+          "  two established flows sent through its own egress program (`--out`).", "",
+          "The frames, their expected verdicts, the flows and the blocklists (seed N) are",
+          "`patronus_compiler::corpus`, written to `benches/build/pkts/` by the `corpus` driver;",
+          "the same corpus is checked in the reference interpreter (`compiler/tests/corpus.rs`) and",
+          "in the kernel (`tests/tests/kernel_bench.rs`). The maps of `ref_xdp.c` and `naive_xdp.c`",
+          "are filled by the `xdpfill` driver (blocklist or rule array, the flows and 100,000",
+          "background flows); the veth generator is the `xdpgen` driver (`benches/src/bin/`).", "",
+          "Caveats: a noisy 2-core VM (compare ratios within one run, never absolute figures",
+          "across runs); every timed run repeats one frame, so caches and branch predictors are",
+          "as warm as they get (best-case costs, comparable between programs, not line rates);",
+          "the veth floor is bound by the one generator CPU, so prefer the DUT CPU ns/pkt ratio.", ""]
+
     o += ["## Data path: BPF_PROG_TEST_RUN", "",
-          "`../shared/bench/run_testrun.sh` measures every program on its 15 benchmark packets",
-          "(kernel average ns per repetition; floor = `xdp_drop`) and checks every verdict (15",
-          "packets, first and steady, and 39 edge-case frames). Patronus is the bench's",
-          "`reference.pf` with its blocklist-N, loaded by `patronusc load --pin-dir` (not attached),",
-          "the two pre-established flows sent through its own egress program (`--out`);",
-          "`ref_N` is the hand-written `ref_xdp.c` with the same blocklist. The 1,000,000-entry",
-          "blocklist is written by the bench's own generator (`pkts/gen.py`, seed N).", ""]
+          "`benches/testrun.sh` measures every program on the 15 corpus packets (kernel average",
+          "ns per repetition of `bpftool prog run`; floor = `xdp_drop`) and checks every verdict",
+          "(15 packets, first and steady, and 39 edge-case frames, each on fresh state).", ""]
     s = summary(t)
     if s:
         o += ["### Summary", "", s, ""]
@@ -278,7 +416,7 @@ def main():
         o += [f"### {title}", "", body, ""]
 
     o += ["## End to end: veth", "",
-          "`../shared/bench/run_veth.sh --n 1000`: a generator namespace pushes one frame as fast as",
+          "`benches/veth.sh --n 1000`: a generator namespace pushes one frame as fast as",
           "one CPU can over a veth pair into a DUT namespace whose receive path runs on the other",
           "CPU, for each configuration (Patronus attached as `extra:patronus`, the reference policy",
           "with `interface hbd0`). **DUT CPU ns/pkt** (busy time / frames taken) is the figure to",

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # benches/rules.sh — per-packet cost against the NUMBER OF RULES (10 → 10,000):
-# Patronus vs the naive linear XDP programs of ../shared/bench, nftables and
+# Patronus vs the naive linear XDP programs of benches/xdp/, nftables and
 # iptables, on policies of disjoint rules over tcp/udp/icmp, distinct ports,
 # port ranges and per-rule source sets (benches/rulegen.py writes them).
 #
@@ -16,7 +16,7 @@
 #               10000 only, 2 s x 1 run per configuration.
 #
 # Env (benches/run sets them; computed when unset): PATRONUSC, PATRONUS_BENCH_BIN
-# (dir holding `frames`), BENCH (../shared/bench), PLOT (benches/plot.py).
+# (dir holding `frames`, `xdpfill`, `xdpgen`, `corpus`), PLOT (benches/plot.py).
 #
 # Parts: (1) generate and check the policies (`patronusc check`, and `patronusc
 # test --engine kernel`: the kernel program gives the expected verdicts);
@@ -46,29 +46,26 @@ done
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 
-BENCH=${BENCH:-$(cd "$ROOT/../shared/bench" && pwd)}
-PLOT=${PLOT:-$ROOT/benches/plot.py}
+NEED_BUILD=0
+[ -n "${PATRONUSC:-}" ] && [ -n "${PATRONUS_BENCH_BIN:-}" ] || NEED_BUILD=1
 # shellcheck source=/dev/null
-source "$BENCH/lib.sh" # hb_die, hb_log, hb_build, hb_load, hb_fill_naive, HB_BUILD
-if [ -z "${PATRONUSC:-}" ] || [ -z "${PATRONUS_BENCH_BIN:-}" ]; then
-	hb_log "building patronusc and frames (release)"
+source "$ROOT/benches/common.sh" # die, log, build_harness, load_xdp, fill_naive, prog_info
+if [ "$NEED_BUILD" = 1 ]; then
+	log "building patronusc and frames (release)"
 	(cd "$ROOT" && cargo build --release --quiet -p patronus-cli -p patronus-bench) \
-		|| hb_die "cargo build failed"
-	REL=${CARGO_TARGET_DIR:-$ROOT/target}/release
-	PATRONUSC=${PATRONUSC:-$REL/patronusc}
-	PATRONUS_BENCH_BIN=${PATRONUS_BENCH_BIN:-$REL}
+		|| die "cargo build failed"
 fi
-[ -x "$PATRONUSC" ] || hb_die "no patronusc at $PATRONUSC"
-[ -x "$PATRONUS_BENCH_BIN/frames" ] || hb_die "no frames binary in $PATRONUS_BENCH_BIN"
-[ -f "$PLOT" ] || hb_die "no plot script at $PLOT"
+[ -x "$PATRONUSC" ] || die "no patronusc at $PATRONUSC"
+[ -x "$PATRONUS_BENCH_BIN/frames" ] || die "no frames binary in $PATRONUS_BENCH_BIN"
+[ -f "$PLOT" ] || die "no plot script at $PLOT"
 for tool in ip ethtool nsenter taskset timeout flock python3 nft; do
-	command -v "$tool" >/dev/null || hb_die "$tool not found (apt-get install iproute2 ethtool util-linux coreutils python3 nftables)"
+	command -v "$tool" >/dev/null || die "$tool not found (apt-get install iproute2 ethtool util-linux coreutils python3 nftables)"
 done
 IPT=iptables-legacy
 command -v "$IPT-restore" >/dev/null || IPT=iptables
-command -v "$IPT-restore" >/dev/null || hb_die "iptables-restore not found (apt-get install iptables)"
-hb_build
-hb_mount_bpffs
+command -v "$IPT-restore" >/dev/null || die "iptables-restore not found (apt-get install iptables)"
+build_harness
+mount_bpffs
 
 NS="10 100 1000 10000"
 NAIVE="10 100 1000"
@@ -91,8 +88,8 @@ DUT_CPU=$(( NCPU - 1 ))
 # One run at a time: a second one would delete this one's namespaces and pins.
 exec 9>/run/lock/patronus-rules-bench.lock
 if ! flock -n 9; then
-	hb_log "another benches/rules.sh is running; waiting for it (at most 10 min)"
-	flock -w 600 9 || hb_die "another benches/rules.sh still holds /run/lock/patronus-rules-bench.lock"
+	log "another benches/rules.sh is running; waiting for it (at most 10 min)"
+	flock -w 600 9 || die "another benches/rules.sh still holds /run/lock/patronus-rules-bench.lock"
 fi
 START=$(date +%s)
 
@@ -117,22 +114,22 @@ taskset -pc "$GEN_CPU" $$ >/dev/null
 
 MISMATCH="$OUT/rules_mismatches.txt"
 : >"$MISMATCH"
-mismatch() { echo "$*" >>"$MISMATCH"; hb_log "MISMATCH: $*"; }
+mismatch() { echo "$*" >>"$MISMATCH"; log "MISMATCH: $*"; }
 
 # ---- 1. policies, rulesets, frames ------------------------------------------
 rm -rf "$GEN"
 mkdir -p "$GEN"
-hb_log "generating policies for N = $NS"
-python3 "$ROOT/benches/rulegen.py" --out "$GEN" $NS >"$GEN/counts.tsv" || hb_die "rulegen.py failed"
+log "generating policies for N = $NS"
+python3 "$ROOT/benches/rulegen.py" --out "$GEN" $NS >"$GEN/counts.tsv" || die "rulegen.py failed"
 for n in $NS; do
 	"$PATRONUSC" check --deny-warnings "$GEN/patronus_$n.pf" >"$GEN/check_$n.log" 2>&1 \
-		|| { cat "$GEN/check_$n.log" >&2; hb_die "patronusc check patronus_$n.pf failed"; }
+		|| { cat "$GEN/check_$n.log" >&2; die "patronusc check patronus_$n.pf failed"; }
 	if ! "$PATRONUSC" test --engine kernel "$GEN/patronus_$n.pf" >"$GEN/test_$n.log" 2>&1; then
 		cat "$GEN/test_$n.log" >&2
 		mismatch "patronusc test --engine kernel patronus_$n.pf failed (see rules-gen/test_$n.log)"
 	fi
 	"$PATRONUS_BENCH_BIN/frames" "$GEN/pkts_$n" <"$GEN/packets_$n.tsv" 2>/dev/null \
-		|| hb_die "frames failed for packets_$n.tsv"
+		|| die "frames failed for packets_$n.tsv"
 done
 
 # ---- 2. test run ---------------------------------------------------------------
@@ -142,12 +139,12 @@ TASKSET=""
 run_prog() {
 	local out res
 	out=$($TASKSET bpftool prog run pinned "$1" data_in "$2" repeat "$3" 2>&1) \
-		|| hb_die "bpftool prog run $1 $2 failed: $out"
+		|| die "bpftool prog run $1 $2 failed: $out"
 	res=$(sed -nE 's/^Return value: ([0-9]+), duration( \(average\))?: ([0-9]+)ns.*/\1 \3/p' <<<"$out")
-	[ -n "$res" ] || hb_die "unexpected output of bpftool prog run: $out"
+	[ -n "$res" ] || die "unexpected output of bpftool prog run: $out"
 	echo "$res"
 }
-verdict_code() { case "$1" in drop) echo 1 ;; pass) echo 2 ;; *) hb_die "bad verdict $1" ;; esac; }
+verdict_code() { case "$1" in drop) echo 1 ;; pass) echo 2 ;; *) die "bad verdict $1" ;; esac; }
 
 PROGS_TSV="$OUT/rules_programs.tsv"
 TR_TSV="$OUT/rules_testrun.tsv"
@@ -182,16 +179,16 @@ measure() {
 		printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$pkt" "$want" "$got" "$reps" "$ns" >>"$TR_TSV"
 	done
 }
-info() { "$HB_BUILD/hbfill" info "$1" | tr ' ' '\t'; }
+info() { prog_info "$1"; }
 
-hb_load "$PIN/hb" xdp_drop "$HB_BUILD/trivial_drop.o"
+load_xdp "$BENCH_BUILD/trivial_drop.o" "$PIN/hb/xdp_drop" "$PIN/hb/xdp_drop_maps"
 printf 'xdp_drop\t0\t-\t%s\t-\n' "$(info "$PIN/hb/xdp_drop")" >>"$PROGS_TSV"
 measure xdp_drop "$PIN/hb/xdp_drop" "$GEN/pkts_10"
 for n in $NS; do
-	hb_log "test run: patronus_$n"
+	log "test run: patronus_$n"
 	t0=$(date +%s%N)
 	"$PATRONUSC" load "$GEN/patronus_$n.pf" --pin-dir "$PIN/$n" >"$GEN/load_$n.log" 2>&1 \
-		|| { cat "$GEN/load_$n.log" >&2; hb_die "patronusc load patronus_$n.pf failed"; }
+		|| { cat "$GEN/load_$n.log" >&2; die "patronusc load patronus_$n.pf failed"; }
 	t1=$(date +%s%N)
 	ipt=$(awk -v n="$n" '$1 == n { print $4 }' "$GEN/counts.tsv")
 	printf 'patronus_%s\t%s\t%s\t%s\t%s\n' "$n" "$n" "$ipt" "$(info "$PIN/$n/prog")" \
@@ -199,10 +196,10 @@ for n in $NS; do
 	measure "patronus_$n" "$PIN/$n/prog" "$GEN/pkts_$n" "$GEN/packets_$n.expect"
 done
 for n in $NAIVE; do
-	hb_log "test run: naive_$n"
+	log "test run: naive_$n"
 	t0=$(date +%s%N)
-	hb_load "$PIN/hb" "naive_$n" "$HB_BUILD/naive_$n.o"
-	hb_fill_naive "$PIN/hb/naive_${n}_maps" "$n"
+	load_xdp "$BENCH_BUILD/naive_$n.o" "$PIN/hb/naive_$n" "$PIN/hb/naive_${n}_maps"
+	fill_naive "$PIN/hb/naive_${n}_maps" "$n"
 	t1=$(date +%s%N)
 	printf 'naive_%s\t%s\t-\t%s\t%s\n' "$n" "$(( n + 10 ))" "$(info "$PIN/hb/naive_$n")" \
 		"$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", (b - a) / 1e9 }')" >>"$PROGS_TSV"
@@ -235,7 +232,7 @@ setup_netns() {
 	ip -n "$DUT_NS" link set lo up
 	ip -n "$GEN_NS" link set "$GEN_IF" up
 	ip -n "$DUT_NS" link set "$DUT_IF" up
-	# As run_veth.sh: GRO on so veth runs NAPI without XDP, threaded NAPI so
+	# As benches/veth.sh: GRO on so veth runs NAPI without XDP, threaded NAPI so
 	# the DUT's receive path has the last CPU to itself.
 	in_dut ethtool -K "$DUT_IF" gro on >/dev/null
 	in_dut sh -c "echo 1 > /sys/class/net/$DUT_IF/threaded"
@@ -245,7 +242,7 @@ pin_napi() {
 	for pid in $(ps -eo pid=,comm= | awk -v re="^napi/$DUT_IF-[0-9]+\$" '$2 ~ re {print $1}'); do
 		taskset -pc "$DUT_CPU" "$pid" >/dev/null && found=1
 	done
-	[ "$found" = 1 ] || hb_die "no NAPI thread for $DUT_IF"
+	[ "$found" = 1 ] || die "no NAPI thread for $DUT_IF"
 }
 
 # The ruleset files plus a last counted drop: how many frames walked the
@@ -259,11 +256,11 @@ config_setup() {
 	patronus_*) in_dut_net ip link set dev "$DUT_IF" xdpdrv pinned "$PIN/${1#patronus_}/prog" ;;
 	nft_*)
 		nft_ruleset "$GEN/$1.nft" >"$GEN/$1.loaded.nft"
-		in_dut nft -f "$GEN/$1.loaded.nft" || hb_die "nft -f $1 failed" ;;
+		in_dut nft -f "$GEN/$1.loaded.nft" || die "nft -f $1 failed" ;;
 	stack) printf 'table inet pr_rules {\n  counter pr_end { }\n  chain input {\n    type filter hook input priority filter; policy drop;\n    counter name "pr_end" drop\n  }\n}\n' \
-		| in_dut nft -f - || hb_die "nft (stack) failed" ;;
-	iptables_*) in_dut "$IPT-restore" <"$GEN/$1.rules" || hb_die "$IPT-restore $1 failed" ;;
-	*) hb_die "unknown configuration $1" ;;
+		| in_dut nft -f - || die "nft (stack) failed" ;;
+	iptables_*) in_dut "$IPT-restore" <"$GEN/$1.rules" || die "$IPT-restore $1 failed" ;;
+	*) die "unknown configuration $1" ;;
 	esac
 }
 config_teardown() {
@@ -298,8 +295,8 @@ veth_run() {
 	e0=$(end_count "$c")
 	rx0=$(in_dut cat "/sys/class/net/$DUT_IF/statistics/rx_packets")
 	timeout $(( SECS + 6 )) ip netns exec "$GEN_NS" taskset -c "$GEN_CPU" \
-		"$HB_BUILD/xdpgen" -i "$GEN_IF" -f "$GEN/pkts_10/none.bin" -o "$HB_BUILD/xdp_tx.o" \
-		-d "$(( SECS + 1 )).5" >"$genlog" 2>&1 &
+		"$PATRONUS_BENCH_BIN/xdpgen" "$GEN_IF" "$GEN/pkts_10/none.bin" "$(( SECS + 1 )).5" \
+		>"$genlog" 2>&1 &
 	GEN_PID=$!
 	sleep 1
 	s0=$(sample)
@@ -307,7 +304,7 @@ veth_run() {
 	s1=$(sample)
 	wait "$GEN_PID" || gen_rc=$?
 	GEN_PID=""
-	[ "$gen_rc" = 0 ] || { cat "$genlog" >&2; hb_die "generator failed ($c)"; }
+	[ "$gen_rc" = 0 ] || { cat "$genlog" >&2; die "generator failed ($c)"; }
 	# A slow firewall still has a full ring (and GRO batch) to work through
 	# after the generator stops: wait for rx_packets to settle (at most ~5 s)
 	# so the end counter and rx_packets cover the same frames.
@@ -338,12 +335,12 @@ EOF
 		|| mismatch "veth $c run $rep: only $(tail -n 1 "$VETH_TSV" | cut -f8) of the frames reached the default drop"
 }
 
-hb_log "veth: namespaces $GEN_NS / $DUT_NS, N = $VETH_NS, ${SECS}s x $REPS"
+log "veth: namespaces $GEN_NS / $DUT_NS, N = $VETH_NS, ${SECS}s x $REPS"
 setup_netns
 CONFIGS=(xdp_drop stack)
 for n in $VETH_NS; do CONFIGS+=("patronus_$n" "nft_$n" "iptables_$n"); done
-timeout 10 ip netns exec "$GEN_NS" taskset -c "$GEN_CPU" "$HB_BUILD/xdpgen" -i "$GEN_IF" \
-	-f "$GEN/pkts_10/none.bin" -o "$HB_BUILD/xdp_tx.o" -d 2 >/dev/null # warm-up, discarded
+timeout 10 ip netns exec "$GEN_NS" taskset -c "$GEN_CPU" "$PATRONUS_BENCH_BIN/xdpgen" "$GEN_IF" \
+	"$GEN/pkts_10/none.bin" 2 >/dev/null # warm-up, discarded
 for rep in $(seq 1 "$REPS"); do
 	for c in "${CONFIGS[@]}"; do
 		case "$c" in
@@ -351,7 +348,7 @@ for rep in $(seq 1 "$REPS"); do
 		iptables_*) rules=$(awk -v n="${c#iptables_}" '$1 == n { print $4 }' "$GEN/counts.tsv") ;;
 		*) rules=${c#*_} ;;
 		esac
-		hb_log "veth: $c, run $rep of $REPS"
+		log "veth: $c, run $rep of $REPS"
 		config_setup "$c"
 		veth_run "$c" "$rules" "$rep"
 		config_teardown "$c"
@@ -363,7 +360,7 @@ cleanup
 # ---- 4. report -----------------------------------------------------------------
 ELAPSED=$(( $(date +%s) - START ))
 python3 - "$OUT" "$PLOT" "$ELAPSED" "$QUICK" "$(uname -r)" "$NCPU" "$IPT" \
-	"$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)" <<'EOF' || hb_die "report failed"
+	"$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)" <<'EOF' || die "report failed"
 import csv, math, os, statistics, subprocess, sys
 out, plot, elapsed, quick, kernel, ncpu, ipt, commit = sys.argv[1:9]
 
@@ -472,7 +469,7 @@ if vm:
              f"({ipt}; a rule with k source prefixes is k iptables rules, so it holds "
              "1.75 N rules). Each list ends in a counted drop: *reached end* is the share of frames that walked the "
              "whole list (or, for XDP, were dropped there), a check that the firewall, not something else, judged them. "
-             "ns/pkt = DUT CPU busy time / frames received (an upper bound, see the shared bench's caveats); median of "
+             "ns/pkt = DUT CPU busy time / frames received (an upper bound, see the caveats under \"The harness\"); median of "
              f"the runs.\n")
     L.append("| config | rules | DUT Mpps | DUT CPU ns/pkt | x patronus same N | reached end |")
     L.append("|---|---:|---:|---:|---:|---:|")
@@ -497,8 +494,8 @@ if fig is not None:
 print("\n".join(L))
 EOF
 if [ -s "$MISMATCH" ]; then
-	hb_log "verdict mismatches (see $MISMATCH):"
+	log "verdict mismatches (see $MISMATCH):"
 	cat "$MISMATCH" >&2
 	exit 1
 fi
-hb_log "done in $(( $(date +%s) - START )) s: $OUT/rules.md"
+log "done in $(( $(date +%s) - START )) s: $OUT/rules.md"

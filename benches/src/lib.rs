@@ -44,7 +44,7 @@ pub fn number<T: std::str::FromStr>(s: &str) -> Result<T, String> {
         .map_err(|_| format!("`{s}` is not a number"))
 }
 
-/// The Ethernet frame of a packet in policy test syntax (LANGUAGE.md §7),
+/// The Ethernet frame of a packet in policy test syntax (docs/language.md §9),
 /// as `patronusc test` builds it.
 pub fn frame(spec: &str) -> Result<Vec<u8>, String> {
     let ast = patronus_grammar::parse_packet(spec).map_err(|e| e.message)?;

@@ -5,8 +5,8 @@
 use clap::{Parser, Subcommand};
 
 use crate::{
-    cmd_apply, cmd_build, cmd_check, cmd_confirm, cmd_explain, cmd_fmt, cmd_log, cmd_stats,
-    cmd_table, cmd_test,
+    agent, cmd_apply, cmd_build, cmd_check, cmd_confirm, cmd_explain, cmd_fmt, cmd_generate,
+    cmd_log, cmd_stats, cmd_table, cmd_test,
 };
 
 const AFTER_HELP: &str = "\
@@ -58,6 +58,13 @@ pub enum Command {
     Log(cmd_log::LogArgs),
     /// Keep the policy applied with `apply --confirm` (cancel its rollback).
     Confirm(cmd_confirm::ConfirmArgs),
+    /// Keep policies applied: watch their files, re-apply on change or when
+    /// an interface returns, serve /metrics and /healthz, take table updates.
+    Agent(agent::AgentArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(cmd_generate::CompletionsArgs),
+    /// Write the man pages (patronusc.1, patronusc-CMD.1) into a directory.
+    Man(cmd_generate::ManArgs),
     /// Started by `apply --confirm`: rolls back unless confirmed in time.
     #[command(hide = true)]
     RollbackWatcher(cmd_confirm::WatcherArgs),

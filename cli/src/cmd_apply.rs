@@ -9,9 +9,12 @@
 //!   `STATE_ROOT/IFACE/` (bpffs holds no regular files) records the source,
 //!   its hash, the mode and the stats layout (with rule identities, so
 //!   that a replace carries the counters of rules still there into the new
-//!   layout); a lock file beside it serialises concurrent applies. The
-//!   `--confirm` rollback and the SSH-lockout warning live in
-//!   `cmd_confirm`.
+//!   layout); a lock file beside it serialises concurrent applies. Every
+//!   change runs as a transaction that any later command finishes or
+//!   rolls back after a crash (`crate::txn`); the replaced policy's
+//!   counters are carried before the new stats map is published
+//!   (`Carry`). The `--confirm` rollback and the SSH-lockout warning
+//!   live in `cmd_confirm`.
 //! - Incremental apply: when the new policy compiles to the very object
 //!   already running (same ELF bytes: same programs, same map
 //!   definitions; FNV-1a of the ELF recorded as `object_hash` in the
@@ -25,13 +28,20 @@
 //!   rate-limit state and counters are untouched. A map whose pinned
 //!   shape differs falls back to a full replace; a failed in-place write
 //!   restores the old entries and fails the apply.
-//! - `status` reads the pins and the metadata (`stats`: `cmd_stats`).
-//! - `unload -i IFACE` detaches and removes the pins.
+//! - `status` settles the interface (when it may: root, lock free), then
+//!   reads the pins and the metadata and compares them with the kernel:
+//!   the pinned link's interface and program against the interface of
+//!   that name now and the recorded programs (XDP and its tc pair); it
+//!   shows a pending or overdue `--confirm` (`stats`: `cmd_stats`).
+//! - `unload -i IFACE` detaches and removes the pins, then the state.
+//!
+//! Which directories and files belong to an interface, and how they are
+//! created, written and removed safely, is `patronus_runtime::host`'s: the
+//! CLI names state files ([`StateFile`]) and never builds their paths.
 //! - `load POLICY --pin-dir DIR` loads and pins without attaching (for
 //!   benchmark harnesses), optionally recording `--out` flows in conntrack.
 
 use std::fmt::Write as _;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -42,18 +52,22 @@ use patronus_compiler::ir;
 use patronus_compiler::semantics::Counter;
 use patronus_compiler::typed::Policy;
 use patronus_compiler::{LoadedFile, TableLoader};
+use patronus_runtime::host::{self, IfaceName, StateDir, StateFile, StateLock};
 use patronus_runtime::install::{self, Pins, XdpMode};
 use patronus_runtime::{ProgramKind, RuntimeError};
+
+use crate::cmd_confirm::Watcher;
+use crate::txn::{Op, Txn};
 use serde::{Deserialize, Serialize};
 
 use crate::cmd_test::phase_name;
-use crate::common::{
-    CliError, ColorArgs, FsTableLoader, Status, print_human_diagnostics, write_stdout,
-};
+use crate::common::{CliError, ColorArgs, Status, print_human_diagnostics, write_stdout};
 
 /// Where metadata and lock files live by default.
-pub const DEFAULT_STATE_ROOT: &str = "/run/patronus";
+pub const DEFAULT_STATE_ROOT: &str = host::paths::DEFAULT_STATE_ROOT;
 
+/// `--pin-root` and `--state-root`: the command-line face of
+/// [`host::Roots`], which owns every path below them.
 #[derive(Debug, Clone, Args)]
 pub struct Roots {
     /// The bpffs directory holding one pin directory per interface.
@@ -65,27 +79,48 @@ pub struct Roots {
 }
 
 impl Roots {
-    pub fn pins(&self, iface: &str) -> Pins {
-        Pins::new(self.pin_root.join(iface))
+    pub fn host(&self) -> host::Roots {
+        host::Roots::new(&self.pin_root, &self.state_root)
     }
 
-    pub fn meta_path(&self, iface: &str) -> PathBuf {
-        self.state_root.join(iface).join("meta.json")
+    /// `PIN_ROOT/IFACE` as paths (no file-system access).
+    pub fn pins(&self, iface: &IfaceName) -> Pins {
+        self.host().pins(iface)
     }
 
-    /// Interfaces with a policy installed under the pin root.
-    pub fn interfaces(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(&self.pin_root)
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .filter(|e| Pins::new(e.path()).installed())
-                    .filter_map(|e| e.file_name().into_string().ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        names.sort();
-        names
+    /// `STATE_ROOT/IFACE`, created when absent, verified.
+    pub fn state(&self, iface: &IfaceName) -> Result<StateDir, CliError> {
+        Ok(self.host().state(iface)?)
+    }
+
+    /// `STATE_ROOT/IFACE` if it exists, verified.
+    pub fn existing_state(&self, iface: &IfaceName) -> Result<Option<StateDir>, CliError> {
+        Ok(self.host().existing_state(iface)?)
+    }
+
+    /// Interfaces with a policy installed under the pin root, or with an
+    /// unfinished change or a pending confirmation in the state root.
+    pub fn interfaces(&self) -> Result<Vec<IfaceName>, CliError> {
+        let mut names = self.host().interfaces()?;
+        if let Ok(entries) = std::fs::read_dir(&self.state_root) {
+            for entry in entries.flatten() {
+                let Some(iface) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| IfaceName::new(n).ok())
+                else {
+                    continue;
+                };
+                if let Ok(Some(state)) = self.existing_state(&iface)
+                    && (state.exists(&StateFile::Txn) || state.exists(&StateFile::Pending))
+                {
+                    names.push(iface);
+                }
+            }
+        }
+        names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        names.dedup_by(|a, b| a.as_str() == b.as_str());
+        Ok(names)
     }
 }
 
@@ -106,7 +141,7 @@ pub struct ApplyArgs {
     pub policy: PathBuf,
     /// The interface (default: the policy's `interface` declaration).
     #[arg(short = 'i', long = "interface", value_name = "IFACE")]
-    pub iface: Option<String>,
+    pub iface: Option<IfaceName>,
     /// How to attach the XDP program.
     #[arg(long, value_enum, default_value = "auto")]
     pub mode: Mode,
@@ -114,6 +149,11 @@ pub struct ApplyArgs {
     /// IFACE` comes within DURATION (`90s`, `5m`, `500ms`).
     #[arg(long, value_name = "DURATION", value_parser = crate::cmd_confirm::parse_duration)]
     pub confirm: Option<Duration>,
+    /// Apply to a loopback interface anyway (refused by default: local
+    /// traffic there has source = destination, which the policy drops as
+    /// `land`).
+    #[arg(long)]
+    pub force: bool,
     /// Tests: do not spawn the rollback watcher (they run it in-process).
     #[arg(long, hide = true)]
     pub no_watcher: bool,
@@ -121,13 +161,15 @@ pub struct ApplyArgs {
     pub roots: Roots,
     #[command(flatten)]
     pub color: ColorArgs,
+    #[command(flatten)]
+    pub tables: crate::common::TableAccessArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Only this interface (default: every interface with a policy).
     #[arg(short = 'i', long = "interface", value_name = "IFACE")]
-    pub iface: Option<String>,
+    pub iface: Option<IfaceName>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -138,7 +180,7 @@ pub struct StatusArgs {
 #[derive(Debug, Args)]
 pub struct UnloadArgs {
     #[arg(short = 'i', long = "interface", value_name = "IFACE")]
-    pub iface: String,
+    pub iface: IfaceName,
     #[command(flatten)]
     pub roots: Roots,
 }
@@ -158,6 +200,8 @@ pub struct LoadArgs {
     pub out: Vec<String>,
     #[command(flatten)]
     pub color: ColorArgs,
+    #[command(flatten)]
+    pub tables: crate::common::TableAccessArgs,
 }
 
 /// One stats counter as recorded at apply time.
@@ -244,6 +288,10 @@ pub struct Meta {
     /// The kernel id of the XDP program loaded for `object_hash`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub xdp_prog_id: Option<u32>,
+    /// The kernel id of its tc egress program: `status` checks that the
+    /// pair runs together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tc_prog_id: Option<u32>,
 }
 
 pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
@@ -284,15 +332,19 @@ pub struct Snapshot {
     pub tables: Vec<(String, String, String, String)>,
 }
 
-/// Reads tables from disk ([`FsTableLoader`]) and remembers them.
-#[derive(Default)]
+/// Reads tables from disk ([`crate::common::TableFiles`]) and remembers them.
 struct RecordingLoader {
+    files: crate::common::TableFiles,
     read: std::cell::RefCell<Vec<(String, String, String, String)>>,
 }
 
 impl TableLoader for RecordingLoader {
+    fn may_quote(&self, policy_name: &str, file: &LoadedFile) -> bool {
+        self.files.may_quote(policy_name, file)
+    }
+
     fn load(&self, policy_name: &str, path: &str) -> Result<LoadedFile, String> {
-        let file = FsTableLoader.load(policy_name, path)?;
+        let file = self.files.load(policy_name, path)?;
         self.read.borrow_mut().push((
             policy_name.to_owned(),
             path.to_owned(),
@@ -322,9 +374,16 @@ impl TableLoader for SnapshotLoader<'_> {
 
 /// check → lower → compile the policy file at `path`; `Ok(None)` when the
 /// policy has errors (they are printed).
-pub(crate) fn compile(path: &Path, color: &ColorArgs) -> Result<Option<Compiled>, CliError> {
+pub(crate) fn compile(
+    path: &Path,
+    color: &ColorArgs,
+    tables: &crate::common::TableAccessArgs,
+) -> Result<Option<Compiled>, CliError> {
     let text = crate::common::read_text(path).map_err(CliError::new)?;
-    let loader = RecordingLoader::default();
+    let loader = RecordingLoader {
+        files: tables.loader()?,
+        read: Default::default(),
+    };
     let name = path.display().to_string();
     let Some(mut compiled) = compile_text(&name, &text, &loader, color)? else {
         return Ok(None);
@@ -450,95 +509,170 @@ fn compile_text_edited(
     }))
 }
 
-/// An exclusive `flock` on the interface's lock file, released on drop.
+/// An interface's state directory with its lock held (`STATE_ROOT/IFACE/lock`,
+/// see [`host::StateDir::lock`]), released on drop.
 pub(crate) struct ApplyLock {
-    _held: File,
+    pub(crate) state: StateDir,
+    _held: StateLock,
 }
 
 impl ApplyLock {
-    pub(crate) fn take(dir: &Path) -> Result<ApplyLock, CliError> {
-        use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| CliError::new(format!("cannot create `{}`: {e}", dir.display())))?;
-        let path = dir.join("lock");
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| CliError::new(format!("cannot open `{}`: {e}", path.display())))?;
-        // Blocks until the other apply on this interface is done.
-        file.lock()
-            .map_err(|e| CliError::new(format!("cannot lock `{}`: {e}", path.display())))?;
-        Ok(ApplyLock { _held: file })
+    /// Blocks until the other command changing `iface` is done.
+    pub(crate) fn take(roots: &Roots, iface: &IfaceName) -> Result<ApplyLock, CliError> {
+        let state = roots.state(iface)?;
+        let held = state.lock()?;
+        Ok(ApplyLock { state, _held: held })
+    }
+
+    /// The lock if nobody holds it now (`status` does not wait for an
+    /// apply).
+    pub(crate) fn try_take(
+        roots: &Roots,
+        iface: &IfaceName,
+    ) -> Result<Option<ApplyLock>, CliError> {
+        let state = roots.state(iface)?;
+        Ok(state
+            .try_lock()?
+            .map(|held| ApplyLock { state, _held: held }))
     }
 }
 
-pub fn read_meta(path: &Path) -> Option<Meta> {
-    let text = std::fs::read_to_string(path).ok()?;
-    serde_json::from_str(&text).ok()
-}
-
-pub(crate) fn write_meta(path: &Path, meta: &Meta) -> Result<(), CliError> {
-    let text = serde_json::to_string_pretty(meta)
-        .map_err(|e| CliError::new(format!("cannot encode metadata: {e}")))?;
-    write_private(path, &text)
-}
-
-/// Writes a state file readable by its owner only (mode 0600), through a
-/// temporary file and a rename: a reader never sees half a file.
-pub(crate) fn write_private(path: &Path, text: &str) -> Result<(), CliError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .and_then(|mut file| file.write_all(text.as_bytes()))
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| CliError::new(format!("cannot write `{}`: {e}", path.display())))
+/// The metadata `apply` recorded for `iface`; `None` when there is none
+/// (or it is damaged). Permission and trust problems are errors.
+pub fn read_meta(roots: &Roots, iface: &IfaceName) -> Result<Option<Meta>, CliError> {
+    let Some(state) = roots.existing_state(iface)? else {
+        return Ok(None);
+    };
+    Ok(state
+        .read(&StateFile::Meta)?
+        .and_then(|text| serde_json::from_str(&text).ok()))
 }
 
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
-/// Adds the replaced policy's counters to the new stats map (see
-/// [`carried_counters`]); returns how many counters were carried. A
+/// Carries the replaced policy's counters into the new stats map (see
+/// [`carried_counters`]) in two steps that keep them monotonic for a
+/// reader: before the swap, the old totals are written into the new map
+/// (not in use yet); after the swap and before the new pins are
+/// published, what the old program counted in between is added. (The
+/// race this closes: the new map used to be published under `maps/stats`
+/// before anything was carried, and a `stats` read in that window saw
+/// the new policy's few packets instead of the running totals.) A
 /// failure here loses statistics, not filtering: it is a warning.
-fn carry_counters(
-    old_stats: &std::os::fd::OwnedFd,
-    previous: &Meta,
-    installed: &install::Installed,
-    new: &[CounterMeta],
-) -> usize {
-    use std::os::fd::AsFd as _;
-    let Some(new_stats) = installed.loaded.map_fd("stats") else {
-        return 0;
-    };
-    let old_values = match install::read_counters(old_stats.as_fd()) {
-        Ok(values) => values,
-        Err(err) => {
-            eprintln!("patronusc: warning: counters of the replaced policy not kept: {err}");
-            return 0;
+struct Carry<'a> {
+    old_stats: std::os::fd::OwnedFd,
+    previous: &'a Meta,
+    new: &'a [CounterMeta],
+    baseline: Vec<Vec<u64>>,
+    carried: usize,
+}
+
+impl Carry<'_> {
+    fn add(&mut self, stats: std::os::fd::BorrowedFd<'_>, values: &[Vec<u64>]) -> usize {
+        let carried = carried_counters(&self.previous.counters, values, self.new);
+        // One kill point per carry, whatever the number of counters (it
+        // depends on the traffic): kill-point numbers stay stable.
+        patronus_runtime::fault::point("carry counters");
+        for (index, words) in &carried {
+            if let Err(err) = install::add_counters(stats, *index, words) {
+                eprintln!(
+                    "patronusc: warning: counter {index} of the replaced policy not kept: {err}"
+                );
+            }
         }
-    };
-    let carried = carried_counters(&previous.counters, &old_values, new);
-    for (index, words) in &carried {
-        if let Err(err) = install::add_counters(new_stats, *index, words) {
-            eprintln!("patronusc: warning: counter {index} of the replaced policy not kept: {err}");
+        carried.len()
+    }
+
+    fn read(&self) -> Option<Vec<Vec<u64>>> {
+        use std::os::fd::AsFd as _;
+        match install::read_counters(self.old_stats.as_fd()) {
+            Ok(values) => Some(values),
+            Err(err) => {
+                eprintln!("patronusc: warning: counters of the replaced policy not kept: {err}");
+                None
+            }
         }
     }
-    carried.len()
+
+    fn before(&mut self, loaded: &patronus_runtime::Loaded) {
+        let (Some(stats), Some(values)) = (loaded.map_fd("stats"), self.read()) else {
+            return;
+        };
+        self.carried = self.add(stats, &values);
+        self.baseline = values;
+    }
+
+    fn after(&mut self, loaded: &patronus_runtime::Loaded) {
+        let (Some(stats), Some(values)) = (loaded.map_fd("stats"), self.read()) else {
+            return;
+        };
+        let delta: Vec<Vec<u64>> = values
+            .iter()
+            .enumerate()
+            .map(|(i, words)| {
+                let base = self.baseline.get(i);
+                words
+                    .iter()
+                    .enumerate()
+                    .map(|(w, v)| v.wrapping_sub(base.and_then(|b| b.get(w)).copied().unwrap_or(0)))
+                    .collect()
+            })
+            .collect();
+        self.carried = self.carried.max(self.add(stats, &delta));
+    }
+}
+
+/// The install hooks of an apply: the transaction record and the watcher
+/// before the swap, the counters around it.
+struct ApplyHooks<'a> {
+    roots: &'a Roots,
+    lock: &'a ApplyLock,
+    iface: &'a IfaceName,
+    txn: &'a mut Txn,
+    carry: Option<Carry<'a>>,
+    watcher: Option<&'a Watcher>,
+    begun: bool,
+}
+
+impl install::Hooks for ApplyHooks<'_> {
+    fn before_swap(
+        &mut self,
+        loaded: &patronus_runtime::Loaded,
+        intent: &install::Intent,
+    ) -> Result<(), RuntimeError> {
+        let to_runtime = |e: CliError| RuntimeError::Io {
+            context: "recording the apply",
+            error: std::io::Error::other(e.to_string()),
+        };
+        self.txn.intent = Some(crate::txn::IntentRecord::of(intent));
+        if let Some(meta) = &mut self.txn.meta {
+            meta.xdp_prog_id = Some(intent.new_xdp);
+            meta.tc_prog_id = intent.new_tc;
+            if intent.fresh {
+                meta.attached_at = now_secs();
+                meta.replaced_at = None;
+            }
+        }
+        if !intent.fresh
+            && let Some(carry) = &mut self.carry
+        {
+            carry.before(loaded);
+        }
+        self.txn.begin(&self.lock.state).map_err(to_runtime)?;
+        self.begun = true;
+        if let Some(watcher) = self.watcher {
+            watcher.start(self.roots, self.iface).map_err(to_runtime)?;
+        }
+        Ok(())
+    }
+
+    fn after_swap(&mut self, loaded: &patronus_runtime::Loaded) {
+        if let Some(carry) = &mut self.carry {
+            carry.after(loaded);
+        }
+    }
 }
 
 /// Refuses early, with a clear message (exit 2), when this process
@@ -550,27 +684,47 @@ pub(crate) fn require_privileges() -> Result<(), CliError> {
     }
 }
 
+/// Readers (`status`, `stats`, `log`): the pins and the state are root's
+/// alone, so without privileges "nothing applied" would be a lie.
+pub(crate) fn require_root_to_read() -> Result<(), CliError> {
+    match install::missing_privileges() {
+        Some(_) => Err(CliError::new(
+            "permission denied: run as root (the pins and the state of applied policies are \
+             readable by root only)",
+        )),
+        None => Ok(()),
+    }
+}
+
 pub fn run_apply(args: &ApplyArgs) -> Result<Status, CliError> {
+    // Before anything: a hang-up (a dropped SSH session, the case
+    // `--confirm` exists for) must not cut an apply short.
+    crate::txn::ignore_hangup();
     let started = Instant::now();
-    let Some(compiled) = compile(&args.policy, &args.color)? else {
+    let Some(compiled) = compile(&args.policy, &args.color, &args.tables)? else {
         eprintln!("patronusc: the policy has errors; nothing was changed");
         return Ok(Status::Failure);
     };
     let compile_time = started.elapsed();
     let iface = match (&args.iface, &compiled.policy.interface) {
         (Some(iface), _) => iface.clone(),
-        (None, Some((iface, _))) => iface.clone(),
+        (None, Some((iface, _))) => IfaceName::new(iface)
+            .map_err(|e| CliError::new(format!("the policy's `interface`: {e}")))?,
         (None, None) => {
             return Err(CliError::new(
                 "no interface: give `-i IFACE` or declare `interface` in the policy",
             ));
         }
     };
-    if iface.is_empty() || iface.contains('/') || iface.starts_with('.') {
-        return Err(CliError::new(format!("`{iface}` is not an interface name")));
-    }
     require_privileges()?;
-    let ifindex = install::ifindex(&iface).map_err(runtime_err(&iface))?;
+    let ifindex = install::ifindex(iface.as_str()).map_err(runtime_err(iface.as_str()))?;
+    if !args.force && host::netdev::is_loopback(&iface).unwrap_or(false) {
+        return Err(CliError::new(format!(
+            "{iface} is a loopback interface: the host's own traffic there has the same source \
+             and destination address, which every policy drops as invalid (`land`), so local \
+             services would stop working; give --force to apply it anyway"
+        )));
+    }
     if let Some(warning) = std::env::var("SSH_CONNECTION")
         .ok()
         .and_then(|session| crate::cmd_confirm::ssh_lockout(&compiled.policy, &session))
@@ -585,11 +739,20 @@ pub fn run_apply(args: &ApplyArgs) -> Result<Status, CliError> {
             ),
         }
     }
-    let _lock = ApplyLock::take(&args.roots.state_root.join(&iface))?;
-    let confirm = crate::cmd_confirm::before_apply(&args.roots, &iface, args.confirm)?;
+    let lock = crate::txn::settle(&args.roots, &iface)?;
+    let confirm = crate::cmd_confirm::before_apply(&args.roots, &lock, &iface, args.confirm)?;
     let source = std::fs::canonicalize(&args.policy).unwrap_or_else(|_| args.policy.clone());
-    let report = apply_locked(
+    let (pending, watcher) = match &confirm {
+        Some(plan) => {
+            let (pending, watcher) = plan.arm(!args.no_watcher);
+            (crate::txn::PendingChange::Set(pending), Some(watcher))
+        }
+        None => (crate::txn::PendingChange::Clear, None),
+    };
+    let had_pending = crate::cmd_confirm::pending(&lock.state)?.is_some();
+    let mut report = apply_locked_with(
         &args.roots,
+        &lock,
         &iface,
         ifindex,
         &compiled,
@@ -600,16 +763,20 @@ pub fn run_apply(args: &ApplyArgs) -> Result<Status, CliError> {
             started,
             compile_time,
         },
+        Commit {
+            snapshot: Some(compiled.snapshot.clone()),
+            journal: Some(String::new()),
+            pending,
+            watcher,
+        },
     )?;
-    let mut report = report;
-    crate::cmd_confirm::after_apply(
-        &args.roots,
-        &iface,
-        &compiled.snapshot,
-        confirm,
-        args.no_watcher,
-        &mut report,
-    )?;
+    match &confirm {
+        Some(plan) => plan.report(&iface, &mut report),
+        None if had_pending => {
+            let _ = writeln!(report, "  the pending rollback is cancelled");
+        }
+        None => {}
+    }
     write_stdout(&report)?;
     Ok(Status::Success)
 }
@@ -625,25 +792,15 @@ pub(crate) struct Applying {
     pub(crate) compile_time: Duration,
 }
 
-/// Installs a compiled policy on `iface` (the apply lock held), writes
-/// its metadata, and returns the report.
-pub(crate) fn apply_locked(
-    roots: &Roots,
-    iface: &str,
-    ifindex: u32,
-    compiled: &Compiled,
-    requested_mode: Mode,
-    applying: &Applying,
-) -> Result<String, CliError> {
-    apply_locked_with(
-        roots,
-        iface,
-        ifindex,
-        compiled,
-        requested_mode,
-        applying,
-        false,
-    )
+/// What a change leaves in the state files besides the metadata.
+pub(crate) struct Commit {
+    /// The saved sources (`None`: unchanged).
+    pub(crate) snapshot: Option<Snapshot>,
+    /// The run-time table journal (`Some("")`: removed; `None`: kept).
+    pub(crate) journal: Option<String>,
+    pub(crate) pending: crate::txn::PendingChange,
+    /// `--confirm`: the rollback watcher, started before the swap.
+    pub(crate) watcher: Option<Watcher>,
 }
 
 /// The maps an in-place update rewrites: classifier maps and the
@@ -693,38 +850,49 @@ fn same_object(
         && keys(&previous.counters) == keys(&compiled.counters)
 }
 
-/// [`apply_locked`]; `keep_journal`: the apply comes from `patronusc
-/// table` (the run-time table changes stay recorded), not from files.
+/// Installs a compiled policy on `iface` (the interface lock held,
+/// settled) inside a transaction ([`crate::txn`]): in place when only map
+/// contents change, else a load and an atomic replace. Returns the report.
+#[allow(clippy::too_many_arguments)] // the apply's inputs, no natural grouping yet
 pub(crate) fn apply_locked_with(
     roots: &Roots,
-    iface: &str,
+    lock: &ApplyLock,
+    iface: &IfaceName,
     ifindex: u32,
     compiled: &Compiled,
     requested_mode: Mode,
     applying: &Applying,
-    keep_journal: bool,
+    commit: Commit,
 ) -> Result<String, CliError> {
-    let pins = roots.pins(iface);
+    let pins = roots.host().prepare_pins(iface)?;
     let object_hash = format!("{:016x}", fnv1a(&compiled.object.elf));
-    let meta_path = roots.meta_path(iface);
-    let previous = read_meta(&meta_path);
-    if same_object(previous.as_ref(), compiled, &object_hash, &pins, ifindex) {
+    let previous = read_meta(roots, iface)?;
+    let mut txn = Txn::new(Op::InPlace);
+    txn.tables = Some(crate::cmd_table::tables_meta(compiled, &object_hash));
+    txn.snapshot = commit.snapshot;
+    txn.journal = commit.journal;
+    txn.pending = commit.pending;
+    let policy_hash = format!("{:016x}", fnv1a(compiled.text.as_bytes()));
+    if let Some(previous) = previous
+        .as_ref()
+        .filter(|p| same_object(Some(p), compiled, &object_hash, &pins, ifindex))
+    {
+        txn.meta = Some(Meta {
+            source: applying.source.clone(),
+            policy_hash: policy_hash.clone(),
+            replaced_at: Some(now_secs()),
+            counters: compiled.counters.clone(),
+            ..previous.clone()
+        });
+        txn.begin(&lock.state)?;
+        if let Some(watcher) = &commit.watcher {
+            watcher.start(roots, iface)?;
+        }
         let started = Instant::now();
         match install::update_in_place(&pins, &content_maps(compiled)) {
             Ok(done) => {
                 let elapsed = started.elapsed();
-                let Some(previous) = previous else {
-                    return Err(CliError::new("internal: no previous metadata"));
-                };
-                let meta = Meta {
-                    source: applying.source.clone(),
-                    policy_hash: format!("{:016x}", fnv1a(compiled.text.as_bytes())),
-                    replaced_at: Some(now_secs()),
-                    counters: compiled.counters.clone(),
-                    ..previous
-                };
-                write_meta(&meta_path, &meta)?;
-                crate::cmd_table::after_apply(roots, iface, compiled, &object_hash, keep_journal)?;
+                txn.commit(roots, lock, iface)?;
                 let mut report = String::new();
                 let _ = writeln!(
                     report,
@@ -746,8 +914,9 @@ pub(crate) fn apply_locked_with(
                 return Ok(report);
             }
             // The pinned maps are not what the metadata says: reload.
-            Err(RuntimeError::ShapeChanged { .. }) => {}
+            Err(RuntimeError::ShapeChanged { .. }) => crate::txn::abort(&lock.state),
             Err(err) => {
+                crate::txn::abort(&lock.state);
                 return Err(CliError::new(format!(
                     "cannot apply the policy (the running program is unchanged): {err}"
                 )));
@@ -759,47 +928,82 @@ pub(crate) fn apply_locked_with(
         Mode::Native => XdpMode::Native,
         Mode::Generic => XdpMode::Generic,
     };
-    // Held open across the swap: the replaced policy's counters, final
-    // once its program no longer runs.
-    let old_stats = pins
-        .installed()
-        .then(|| install::open_map_readonly(&pins.map("stats")).ok())
-        .flatten();
-    let install_started = Instant::now();
-    let installed = install::install(&compiled.object, ifindex, mode, &pins).map_err(
-        runtime_err("cannot apply the policy (the running policy, if any, is unchanged)"),
-    )?;
-    let install_time = install_started.elapsed();
-    let carried = match (&old_stats, &previous, installed.replaced) {
-        (Some(old_stats), Some(previous), true) => {
-            carry_counters(old_stats, previous, &installed, &compiled.counters)
-        }
-        _ => 0,
-    };
-    let mode_name = match (installed.mode, &previous) {
-        (Some(mode), _) => mode.name().to_owned(),
-        (None, Some(previous)) => previous.mode.clone(),
-        (None, None) => "unknown".to_owned(),
-    };
-    let meta = Meta {
-        interface: iface.to_owned(),
+    txn.op = Op::Install;
+    txn.meta = Some(Meta {
+        interface: iface.to_string(),
         source: applying.source.clone(),
-        policy_hash: format!("{:016x}", fnv1a(compiled.text.as_bytes())),
-        mode: mode_name.clone(),
-        attached_at: match (&previous, installed.replaced) {
-            (Some(previous), true) => previous.attached_at,
-            _ => now_secs(),
+        policy_hash,
+        // Known once attached; a recovery that finishes a fresh auto-mode
+        // attachment cannot tell which mode the kernel chose.
+        mode: match (requested_mode, &previous) {
+            (_, Some(previous)) if pins.installed() => previous.mode.clone(),
+            (Mode::Native, _) => "native".to_owned(),
+            (Mode::Generic, _) => "generic".to_owned(),
+            (Mode::Auto, _) => "auto".to_owned(),
         },
-        replaced_at: installed.replaced.then(now_secs),
+        attached_at: previous.as_ref().map_or_else(now_secs, |p| p.attached_at),
+        replaced_at: Some(now_secs()),
         counters: compiled.counters.clone(),
         object_hash: Some(object_hash.clone()),
-        xdp_prog_id: installed
-            .loaded
-            .program_fd(ProgramKind::Xdp)
-            .and_then(|fd| patronus_runtime::sys::prog_id(fd).ok()),
+        xdp_prog_id: None,
+        tc_prog_id: None,
+    });
+    // The replaced policy's counters, final once its program no longer
+    // runs; only from a map the running program uses.
+    let carry = match (&previous, pins.installed()) {
+        (Some(previous), true) => install::live_map(&pins, "stats", true)
+            .ok()
+            .map(|old_stats| Carry {
+                old_stats,
+                previous,
+                new: &compiled.counters,
+                baseline: Vec::new(),
+                carried: 0,
+            }),
+        _ => None,
     };
-    write_meta(&meta_path, &meta)?;
-    crate::cmd_table::after_apply(roots, iface, compiled, &object_hash, keep_journal)?;
+    let install_started = Instant::now();
+    let mut hooks = ApplyHooks {
+        roots,
+        lock,
+        iface,
+        txn: &mut txn,
+        carry,
+        watcher: commit.watcher.as_ref(),
+        begun: false,
+    };
+    let result = install::install(&compiled.object, ifindex, mode, &pins, &mut hooks);
+    let begun = hooks.begun;
+    let carried = hooks.carry.as_ref().map_or(0, |c| c.carried);
+    let installed = match result {
+        Ok(installed) => installed,
+        Err(err) => {
+            if begun {
+                // Whatever the failure left, the transaction's recovery
+                // knows what runs and tidies up to match.
+                if let Err(more) = crate::txn::recover(roots, lock, iface) {
+                    eprintln!("patronusc: {more}");
+                }
+            }
+            return Err(runtime_err(
+                "cannot apply the policy (the running policy, if any, is unchanged)",
+            )(err));
+        }
+    };
+    let install_time = install_started.elapsed();
+    let mut meta = txn
+        .meta
+        .take()
+        .ok_or_else(|| CliError::new("internal: no metadata"))?;
+    if let Some(mode) = installed.mode {
+        meta.mode = mode.name().to_owned();
+    }
+    if !installed.replaced {
+        meta.replaced_at = None;
+    }
+    let mode_name = meta.mode.clone();
+    txn.meta = Some(meta);
+    txn.commit(roots, lock, iface)?;
 
     let mut report = String::new();
     let requested = match requested_mode {
@@ -893,46 +1097,194 @@ pub(crate) fn apply_locked_with(
 #[derive(Debug, Serialize)]
 struct StatusEntry {
     interface: String,
+    /// Pins of a policy exist.
     installed: bool,
+    /// The kernel runs the recorded program on the interface of that name
+    /// now (see [`attachment_problem`]).
+    attached: bool,
+    /// Why a policy that is installed is not attached.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    problem: Option<String>,
     ifindex: Option<u32>,
     xdp_prog_id: Option<u32>,
     tc_prog_id: Option<u32>,
     conntrack_entries: Option<usize>,
     /// What `apply` recorded.
     policy: Option<Meta>,
+    /// An apply with `--confirm` waiting for `patronusc confirm`.
+    confirmation: Option<ConfirmationStatus>,
+    /// What does not agree (kernel, pins, metadata, a change left
+    /// unfinished): `status -i` exits 1 when this is not empty.
+    problems: Vec<String>,
 }
 
-fn status_of(roots: &Roots, iface: &str) -> StatusEntry {
+#[derive(Debug, Serialize)]
+struct ConfirmationStatus {
+    /// Milliseconds since the Unix epoch.
+    deadline_ms: u64,
+    /// Negative once the deadline has passed.
+    seconds_left: f64,
+    overdue: bool,
+}
+
+/// Finishes an interrupted change and an overdue rollback when this
+/// process may (root, the lock free); else says why the state may be in
+/// flux.
+fn settle_for_status(roots: &Roots, iface: &IfaceName, problems: &mut Vec<String>) {
+    if install::missing_privileges().is_some() {
+        return;
+    }
+    match ApplyLock::try_take(roots, iface) {
+        Ok(Some(lock)) => {
+            if let Err(err) = crate::txn::settle_locked(roots, &lock, iface) {
+                problems.push(err.to_string());
+            }
+        }
+        Ok(None) => {
+            let interrupted = roots
+                .existing_state(iface)
+                .ok()
+                .flatten()
+                .is_some_and(|state| state.exists(&StateFile::Txn));
+            if interrupted {
+                problems.push("a change is in progress (another patronusc holds the lock)".into());
+            }
+        }
+        Err(err) => problems.push(err.to_string()),
+    }
+}
+
+/// Why the policy pinned for `iface` does not filter it, comparing the
+/// kernel's view (the pinned XDP link's interface and program) with the
+/// interface of that name now and with what `apply` recorded; `None`
+/// when it does. A deleted interface severs the link (ifindex 0); one
+/// re-created under the same name has a new index the link is not on.
+/// `link`: the pinned XDP link's `(ifindex, program id)`.
+fn attachment_problem(
+    iface: &IfaceName,
+    link: (u32, u32),
+    current_ifindex: Option<u32>,
+    recorded_prog: Option<u32>,
+) -> Option<String> {
+    let (link_ifindex, link_prog) = link;
+    if link_ifindex == 0 {
+        return Some(match current_ifindex {
+            Some(now) => format!(
+                "the interface the policy was attached to was deleted; {iface} now (ifindex \
+                 {now}) is a new interface and is NOT filtered: run `patronusc apply` again"
+            ),
+            None => format!(
+                "the interface the policy was attached to was deleted: nothing is filtered; \
+                 `patronusc apply` it again once {iface} exists, or `patronusc unload -i {iface}`"
+            ),
+        });
+    }
+    if current_ifindex != Some(link_ifindex) {
+        return Some(format!(
+            "the policy is attached to ifindex {link_ifindex}, which is not {iface} (ifindex {}) \
+             in this network namespace: {iface} is NOT filtered here",
+            current_ifindex.map_or_else(|| "none".to_owned(), |i| i.to_string())
+        ));
+    }
+    match recorded_prog {
+        Some(recorded) if recorded != link_prog => Some(format!(
+            "the kernel runs XDP program {link_prog} on {iface}, not the program {recorded} that \
+             was recorded: the metadata does not describe what is running; apply the policy again"
+        )),
+        _ => None,
+    }
+}
+
+fn status_of(roots: &Roots, iface: &IfaceName) -> Result<StatusEntry, CliError> {
+    // Verifies the pin directories (and fails on permission) first.
+    let _ = roots.host().existing_pins(iface)?;
+    let mut problems = Vec::new();
+    settle_for_status(roots, iface, &mut problems);
     let pins = roots.pins(iface);
     let xdp = install::pinned_link(&pins.xdp_link());
     let tc = install::pinned_link(&pins.tc_link());
     let conntrack = ["ct_v4", "ct_v6"]
         .iter()
-        .filter_map(|name| install::open_map_readonly(&pins.map(name)).ok())
+        .filter_map(|name| install::live_map(&pins, name, true).ok())
         .map(|fd| install::count_entries(std::os::fd::AsFd::as_fd(&fd)).unwrap_or(0))
         .reduce(|a, b| a + b);
-    StatusEntry {
-        interface: iface.to_owned(),
+    let policy = read_meta(roots, iface)?;
+    let problem = xdp.as_ref().and_then(|link| {
+        attachment_problem(
+            iface,
+            (link.ifindex, link.prog_id),
+            host::netdev::ifindex(iface),
+            policy.as_ref().and_then(|m| m.xdp_prog_id),
+        )
+    });
+    if let (Some(meta), true) = (&policy, problem.is_none() && xdp.is_some()) {
+        let tc_running = tc.map(|l| l.prog_id);
+        if meta.xdp_prog_id.is_some() && meta.tc_prog_id != tc_running {
+            problems.push(format!(
+                "the tc egress program running ({}) is not the pair of the XDP program \
+                 (expected {})",
+                tc_running.map_or("none".into(), |id| id.to_string()),
+                meta.tc_prog_id.map_or("none".into(), |id| id.to_string()),
+            ));
+        }
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let pending = match roots.existing_state(iface)? {
+        Some(state) => crate::cmd_confirm::pending(&state)?,
+        None => None,
+    };
+    let confirmation = pending.map(|p| {
+        let overdue = now >= p.deadline_ms;
+        if overdue {
+            problems.push(format!(
+                "OVERDUE: the apply was not confirmed and its deadline passed {:.1} s ago, but \
+                 it was not rolled back (the watcher is gone); the next patronusc command on \
+                 this interface run as root rolls it back",
+                (now - p.deadline_ms) as f64 / 1000.0
+            ));
+        }
+        ConfirmationStatus {
+            deadline_ms: p.deadline_ms,
+            seconds_left: (p.deadline_ms as f64 - now as f64) / 1000.0,
+            overdue,
+        }
+    });
+    Ok(StatusEntry {
+        interface: iface.to_string(),
         installed: xdp.is_some(),
+        attached: xdp.is_some() && problem.is_none(),
+        problem,
         ifindex: xdp.map(|l| l.ifindex),
         xdp_prog_id: xdp.map(|l| l.prog_id),
         tc_prog_id: tc.map(|l| l.prog_id),
         conntrack_entries: conntrack,
-        policy: read_meta(&roots.meta_path(iface)),
-    }
+        policy,
+        confirmation,
+        problems,
+    })
 }
 
+/// `status`: exit 1 when a policy is installed but not attached.
 pub fn run_status(args: &StatusArgs) -> Result<Status, CliError> {
+    require_root_to_read()?;
     let names = match &args.iface {
         Some(iface) => vec![iface.clone()],
-        None => args.roots.interfaces(),
+        None => args.roots.interfaces()?,
     };
-    let entries: Vec<StatusEntry> = names.iter().map(|n| status_of(&args.roots, n)).collect();
+    let entries = names
+        .iter()
+        .map(|n| status_of(&args.roots, n))
+        .collect::<Result<Vec<StatusEntry>, CliError>>()?;
+    let broken = entries
+        .iter()
+        .any(|e| e.problem.is_some() || !e.problems.is_empty());
     if args.json {
         let text = serde_json::to_string_pretty(&entries)
             .map_err(|e| CliError::new(format!("cannot encode JSON: {e}")))?;
         write_stdout(&format!("{text}\n"))?;
-        return Ok(Status::Success);
+        return Ok(Status::failure_if(broken));
     }
     let mut out = String::new();
     if entries.is_empty() {
@@ -941,20 +1293,22 @@ pub fn run_status(args: &StatusArgs) -> Result<Status, CliError> {
     for entry in &entries {
         if !entry.installed {
             let _ = writeln!(out, "{}: no policy applied", entry.interface);
-            continue;
+        } else if let Some(problem) = &entry.problem {
+            let _ = writeln!(out, "{}: NOT ATTACHED: {problem}", entry.interface);
+        } else {
+            let _ = writeln!(
+                out,
+                "{}: XDP program {} (ifindex {}){}",
+                entry.interface,
+                entry.xdp_prog_id.unwrap_or(0),
+                entry.ifindex.unwrap_or(0),
+                entry
+                    .tc_prog_id
+                    .map(|id| format!(", tcx egress program {id}"))
+                    .unwrap_or_default()
+            );
         }
-        let _ = writeln!(
-            out,
-            "{}: XDP program {} (ifindex {}){}",
-            entry.interface,
-            entry.xdp_prog_id.unwrap_or(0),
-            entry.ifindex.unwrap_or(0),
-            entry
-                .tc_prog_id
-                .map(|id| format!(", tcx egress program {id}"))
-                .unwrap_or_default()
-        );
-        if let Some(meta) = &entry.policy {
+        if let (true, Some(meta)) = (entry.installed, &entry.policy) {
             let _ = writeln!(out, "  policy: {} (hash {})", meta.source, meta.policy_hash);
             let _ = writeln!(
                 out,
@@ -972,26 +1326,39 @@ pub fn run_status(args: &StatusArgs) -> Result<Status, CliError> {
         if let Some(count) = entry.conntrack_entries {
             let _ = writeln!(out, "  conntrack entries: {count}");
         }
+        if let Some(c) = entry.confirmation.as_ref().filter(|c| !c.overdue) {
+            let _ = writeln!(
+                out,
+                "  confirmation pending: rolled back in {:.1} s unless `patronusc confirm -i {}`",
+                c.seconds_left, entry.interface
+            );
+        }
+        for problem in &entry.problems {
+            let _ = writeln!(out, "  PROBLEM: {problem}");
+        }
     }
     write_stdout(&out)?;
-    Ok(Status::Success)
+    Ok(Status::failure_if(broken))
 }
 
 pub use crate::cmd_stats::run_stats;
 
 pub fn run_unload(args: &UnloadArgs) -> Result<Status, CliError> {
     require_privileges()?;
-    let _lock = ApplyLock::take(&args.roots.state_root.join(&args.iface))?;
-    let pins = args.roots.pins(&args.iface);
-    if !install::uninstall(&pins) {
-        eprintln!("patronusc: {}: no policy applied", args.iface);
+    crate::txn::ignore_hangup();
+    let iface = &args.iface;
+    let lock = crate::txn::settle(&args.roots, iface)?;
+    if args.roots.host().existing_pins(iface)?.is_none() {
+        eprintln!("patronusc: {iface}: no policy applied");
         return Ok(Status::Failure);
     }
-    let _ = std::fs::remove_file(args.roots.meta_path(&args.iface));
-    crate::cmd_table::forget(&args.roots, &args.iface);
-    // A pending `--confirm` rollback would bring a policy back.
-    crate::cmd_confirm::forget(&args.roots, &args.iface);
-    write_stdout(&format!("unloaded the policy from {}\n", args.iface))?;
+    // The kernel side first (links first), then the state files, the
+    // pending `--confirm` rollback with them (it would bring a policy
+    // back); a failure to remove pins keeps the state and exits non-zero.
+    let txn = Txn::new(Op::Unload);
+    txn.begin(&lock.state)?;
+    txn.commit(&args.roots, &lock, iface)?;
+    write_stdout(&format!("unloaded the policy from {iface}\n"))?;
     Ok(Status::Success)
 }
 
@@ -1014,7 +1381,7 @@ fn out_frame(text: &str, index: usize, color: &ColorArgs) -> Result<Vec<u8>, Cli
 }
 
 pub fn run_load(args: &LoadArgs) -> Result<Status, CliError> {
-    let Some(compiled) = compile(&args.policy, &args.color)? else {
+    let Some(compiled) = compile(&args.policy, &args.color, &args.tables)? else {
         return Ok(Status::Failure);
     };
     require_privileges()?;
@@ -1029,6 +1396,7 @@ pub fn run_load(args: &LoadArgs) -> Result<Status, CliError> {
             "--out needs a policy with `conntrack = on` (nothing would record the flow)",
         ));
     }
+    host::paths::prepare_pin_dir(&args.pin_dir)?;
     let loaded = install::load_pinned(&compiled.object, &args.pin_dir)
         .map_err(runtime_err("cannot load the policy"))?;
     for frame in &frames {
@@ -1147,6 +1515,25 @@ mod tests {
             carried,
             vec![(1, vec![10, 1000]), (2, vec![5, 500]), (4, vec![15, 1500])]
         );
+    }
+
+    #[test]
+    fn status_compares_the_link_with_the_interface_and_the_record() {
+        let eth0 = IfaceName::new("eth0").unwrap();
+        assert_eq!(attachment_problem(&eth0, (7, 40), Some(7), Some(40)), None);
+        assert_eq!(attachment_problem(&eth0, (7, 40), Some(7), None), None);
+        // Deleted: the kernel severs the link (ifindex 0).
+        let gone = attachment_problem(&eth0, (0, 40), None, Some(40)).unwrap();
+        assert!(gone.contains("was deleted"), "{gone}");
+        // Deleted and re-created under the same name.
+        let again = attachment_problem(&eth0, (0, 40), Some(9), Some(40)).unwrap();
+        assert!(again.contains("NOT filtered"), "{again}");
+        // Another interface's index (another namespace, a rename).
+        let other = attachment_problem(&eth0, (7, 40), Some(8), Some(40)).unwrap();
+        assert!(other.contains("ifindex 7"), "{other}");
+        // Another program than the recorded one.
+        let stale = attachment_problem(&eth0, (7, 41), Some(7), Some(40)).unwrap();
+        assert!(stale.contains("program 41"), "{stale}");
     }
 
     #[test]

@@ -13,11 +13,13 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
+use patronus_codegen::CodegenError;
 use patronus_compiler::diag::Files;
 use patronus_compiler::ir;
 
 use crate::common::{
-    CliError, ColorArgs, FsTableLoader, Status, print_human_diagnostics, read_policy, write_stdout,
+    CliError, ColorArgs, Status, TableAccessArgs, print_human_diagnostics, read_policy,
+    write_stdout,
 };
 
 #[derive(Debug, Args)]
@@ -34,6 +36,8 @@ pub struct BuildArgs {
     pub output: Option<PathBuf>,
     #[command(flatten)]
     pub color: ColorArgs,
+    #[command(flatten)]
+    pub tables: TableAccessArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -62,9 +66,10 @@ pub fn run(args: &BuildArgs) -> Result<Status, CliError> {
             "nothing to do: give `-o FILE` to write the object, or `--emit ir|maps|asm`",
         ));
     }
+    let loader = args.tables.loader()?;
     let mut files = Files::new();
     let file = read_policy(&mut files, &args.policy)?;
-    let checked = patronus_compiler::check(&mut files, file, &FsTableLoader);
+    let checked = patronus_compiler::check(&mut files, file, &loader);
     // Warnings are shown but do not stop the build; errors do.
     print_human_diagnostics(&files, &checked.diagnostics, args.color.color);
     let policy = match checked.policy {
@@ -72,17 +77,33 @@ pub fn run(args: &BuildArgs) -> Result<Status, CliError> {
         _ => return Ok(Status::Failure),
     };
     let program = ir::lower(&policy);
-    let compile = || {
-        patronus_codegen::compile(&program).map_err(|err| {
-            CliError::new(format!("cannot compile `{}`: {err}", args.policy.display()))
-        })
+    // A kernel limit is the policy's fault (exit 1, as `check`'s P0016);
+    // anything else is the compiler's (exit 2).
+    let compile = || match patronus_codegen::compile(&program) {
+        Ok(object) => Ok(Some(object)),
+        Err(err @ (CodegenError::Limit { .. } | CodegenError::Stack(_))) => {
+            eprintln!(
+                "error: `{}` exceeds a limit of the kernel: {err}",
+                args.policy.display()
+            );
+            Ok(None)
+        }
+        Err(err) => Err(CliError::new(format!(
+            "cannot compile `{}`: {err}",
+            args.policy.display()
+        ))),
     };
     let text = match args.emit {
         Some(Emit::Ir) => ir::text::ir(&program),
         Some(Emit::Maps) => ir::text::maps(&program),
-        Some(Emit::Asm) => compile()?.listing,
+        Some(Emit::Asm) => match compile()? {
+            Some(object) => object.listing,
+            None => return Ok(Status::Failure),
+        },
         None => {
-            let object = compile()?;
+            let Some(object) = compile()? else {
+                return Ok(Status::Failure);
+            };
             // `output` is set: checked above.
             let path = args.output.as_deref().unwrap_or(Path::new("policy.o"));
             write_file(path, &object.elf)?;

@@ -10,7 +10,7 @@ use patronus_compiler::diag::{Diagnostic, Files};
 use patronus_compiler::render;
 
 use crate::common::{
-    CliError, ColorArgs, Counts, FsTableLoader, Status, print_human_diagnostics, read_policy,
+    CliError, ColorArgs, Counts, Status, TableAccessArgs, print_human_diagnostics, read_policy,
     write_stdout,
 };
 
@@ -32,6 +32,8 @@ pub struct CheckArgs {
     pub deny_warnings: bool,
     #[command(flatten)]
     pub color: ColorArgs,
+    #[command(flatten)]
+    pub tables: TableAccessArgs,
     /// Print the explanation of a diagnostic code instead of checking.
     #[arg(long, value_name = "CODE")]
     pub explain: Option<String>,
@@ -68,6 +70,7 @@ pub fn run(args: &CheckArgs) -> Result<Status, CliError> {
     if let Some(code) = &args.explain {
         return explain_code(code);
     }
+    let loader = args.tables.loader()?;
     let mut counts = Counts::default();
     let mut checked_files = 0usize;
     let mut unreadable = 0usize;
@@ -87,7 +90,7 @@ pub fn run(args: &CheckArgs) -> Result<Status, CliError> {
                 continue;
             }
         };
-        let checked = patronus_compiler::check(&mut files, policy, &FsTableLoader);
+        let checked = patronus_compiler::check(&mut files, policy, &loader);
         checked_files += 1;
         counts.add(&checked.diagnostics);
         match args.format {

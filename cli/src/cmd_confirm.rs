@@ -3,37 +3,44 @@
 //!
 //! Every apply saves the sources it compiled (policy text and table files,
 //! a [`Snapshot`]) in `STATE_ROOT/IFACE/snapshot.json`. An apply with
-//! `--confirm` also writes `pending.json`: a token, the deadline, and the
+//! `--confirm` also records, in its transaction ([`crate::txn`]) and so
+//! durably before the swap, `pending.json`: a token, the deadline, and the
 //! snapshot of the policy to go back to (the last confirmed one: a second
-//! unconfirmed apply keeps the first one's fallback). It then starts a
-//! detached watcher (this binary again, hidden `rollback-watcher`
-//! subcommand, its own process group, no stdio) that sleeps until the
-//! deadline and, unless `confirm` came, re-applies the fallback through the
-//! same atomic replace (or unloads when there was no policy before), logging
-//! to `rollback.log`. Everything happens under the interface's apply lock,
-//! so a confirm and a rollback never both win. A plain apply cancels a
-//! pending rollback: it says the operator is still there.
+//! unconfirmed apply keeps the first one's fallback). Still before the
+//! swap it starts a detached watcher (this binary again, hidden
+//! `rollback-watcher` subcommand, its own process group, no stdio) that
+//! sleeps until the deadline and then settles the interface like any
+//! command. The deadline does not depend on the watcher: every later
+//! command on the interface (status included) performs an overdue
+//! rollback first (`overdue_rollback`), and `status` shows a pending
+//! confirmation and, loudly, one it could not roll back. A rollback
+//! re-applies the fallback through the same transaction (or unloads when
+//! there was no policy before), logging to `rollback.log`. Everything
+//! happens under the interface lock, so a confirm and a rollback never
+//! both win; a `confirm` after the deadline fails and says the policy was
+//! rolled back. A plain apply cancels a pending rollback: it says the
+//! operator is still there.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
-use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 use patronus_compiler::typed::Policy;
+use patronus_runtime::host::{IfaceName, StateDir, StateFile};
 use patronus_runtime::install;
 use serde::{Deserialize, Serialize};
 
 use crate::cmd_apply::{
-    ApplyLock, Applying, Mode, Roots, Snapshot, apply_locked, compile_snapshot, runtime_err,
-    write_private,
+    ApplyLock, Applying, Commit, Mode, Roots, Snapshot, apply_locked_with, compile_snapshot,
+    runtime_err,
 };
 use crate::common::{CliError, ColorArgs, Status, write_stdout};
+use crate::txn::{Op, PendingChange, Txn};
 
 #[derive(Debug, Args)]
 pub struct ConfirmArgs {
     #[arg(short = 'i', long = "interface", value_name = "IFACE")]
-    pub iface: String,
+    pub iface: IfaceName,
     #[command(flatten)]
     pub roots: Roots,
 }
@@ -42,7 +49,7 @@ pub struct ConfirmArgs {
 #[derive(Debug, Args)]
 pub struct WatcherArgs {
     #[arg(short = 'i', long = "interface", value_name = "IFACE")]
-    pub iface: String,
+    pub iface: IfaceName,
     #[arg(long)]
     pub token: String,
     /// How long to wait before rolling back, in milliseconds.
@@ -92,41 +99,18 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-fn state_dir(roots: &Roots, iface: &str) -> PathBuf {
-    roots.state_root.join(iface)
+fn read_json<T: for<'de> Deserialize<'de>>(
+    state: &StateDir,
+    file: &StateFile,
+) -> Result<Option<T>, CliError> {
+    Ok(state
+        .read(file)?
+        .and_then(|text| serde_json::from_str(&text).ok()))
 }
 
-fn snapshot_path(roots: &Roots, iface: &str) -> PathBuf {
-    state_dir(roots, iface).join("snapshot.json")
-}
-
-fn pending_path(roots: &Roots, iface: &str) -> PathBuf {
-    state_dir(roots, iface).join("pending.json")
-}
-
-fn marker_path(roots: &Roots, iface: &str, token: &str) -> PathBuf {
-    state_dir(roots, iface).join(format!("confirmed-{token}"))
-}
-
-fn read_json<T: for<'de> Deserialize<'de>>(path: &std::path::Path) -> Option<T> {
-    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
-}
-
-fn write_json<T: Serialize>(path: &std::path::Path, value: &T) -> Result<(), CliError> {
-    let text = serde_json::to_string(value)
-        .map_err(|e| CliError::new(format!("cannot encode `{}`: {e}", path.display())))?;
-    write_private(path, &text)
-}
-
-/// The pending apply on `iface`, if any.
-pub fn pending(roots: &Roots, iface: &str) -> Option<Pending> {
-    read_json(&pending_path(roots, iface))
-}
-
-/// After `unload`: no saved sources, no pending rollback.
-pub(crate) fn forget(roots: &Roots, iface: &str) {
-    let _ = std::fs::remove_file(pending_path(roots, iface));
-    let _ = std::fs::remove_file(snapshot_path(roots, iface));
+/// The pending apply recorded in `state`, if any.
+pub fn pending(state: &StateDir) -> Result<Option<Pending>, CliError> {
+    read_json(state, &StateFile::Pending)
 }
 
 /// What an apply with `--confirm` will record once it succeeds.
@@ -135,21 +119,22 @@ pub struct ConfirmPlan {
     previous: Option<Snapshot>,
 }
 
-/// Called with the apply lock held, before the policy is installed: with
-/// `--confirm`, decides what a rollback goes back to.
+/// Called with the interface lock held, before the policy is installed:
+/// with `--confirm`, decides what a rollback goes back to.
 pub(crate) fn before_apply(
     roots: &Roots,
-    iface: &str,
+    lock: &ApplyLock,
+    iface: &IfaceName,
     confirm: Option<Duration>,
 ) -> Result<Option<ConfirmPlan>, CliError> {
     let Some(within) = confirm else {
         return Ok(None);
     };
-    let previous = match pending(roots, iface) {
+    let previous = match pending(&lock.state)? {
         // Still unconfirmed: the fallback stays the last confirmed policy.
         Some(pending) => pending.previous,
         None if roots.pins(iface).installed() => {
-            let snapshot = read_json(&snapshot_path(roots, iface));
+            let snapshot = read_json(&lock.state, &StateFile::Snapshot)?;
             if snapshot.is_none() {
                 return Err(CliError::new(format!(
                     "{iface}: the running policy's sources were not saved (applied by an older \
@@ -163,63 +148,77 @@ pub(crate) fn before_apply(
     Ok(Some(ConfirmPlan { within, previous }))
 }
 
-/// Called with the apply lock held, after the policy is installed: saves
-/// its sources, records the pending confirmation and starts the watcher
-/// (or cancels a pending rollback for a plain apply).
-pub(crate) fn after_apply(
-    roots: &Roots,
-    iface: &str,
-    applied: &Snapshot,
-    plan: Option<ConfirmPlan>,
-    no_watcher: bool,
-    report: &mut String,
-) -> Result<(), CliError> {
-    write_json(&snapshot_path(roots, iface), applied)?;
-    let Some(plan) = plan else {
-        if pending(roots, iface).is_some() {
-            let _ = std::fs::remove_file(pending_path(roots, iface));
-            let _ = writeln!(report, "  the pending rollback is cancelled");
-        }
-        return Ok(());
-    };
-    // Unique per apply: the time and this process.
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let token = format!("{nanos:x}-{:x}", std::process::id());
-    let within_ms = u64::try_from(plan.within.as_millis()).unwrap_or(u64::MAX);
-    let pending = Pending {
-        token: token.clone(),
-        deadline_ms: now_ms().saturating_add(within_ms),
-        previous: plan.previous,
-    };
-    write_json(&pending_path(roots, iface), &pending)?;
-    if !no_watcher {
-        spawn_watcher(roots, iface, &token, within_ms)?;
-    }
-    let fallback = if pending.previous.is_some() {
-        "the previous policy comes back"
-    } else {
-        "the policy is unloaded"
-    };
-    let _ = writeln!(
-        report,
-        "  confirm within {:.0?}: `patronusc confirm -i {iface}`; otherwise {fallback}",
-        plan.within
-    );
-    Ok(())
+/// The rollback watcher of one `--confirm` apply.
+pub(crate) struct Watcher {
+    token: String,
+    after_ms: u64,
+    /// Tests run the watcher in-process instead (`--no-watcher`).
+    spawn: bool,
 }
 
-fn spawn_watcher(roots: &Roots, iface: &str, token: &str, after_ms: u64) -> Result<(), CliError> {
+impl Watcher {
+    /// Starts the watcher (before the swap: a kill after the swap must
+    /// not leave the policy without one).
+    pub(crate) fn start(&self, roots: &Roots, iface: &IfaceName) -> Result<(), CliError> {
+        if self.spawn {
+            spawn_watcher(roots, iface, &self.token, self.after_ms)?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfirmPlan {
+    /// The pending record and its watcher, the deadline counted from now.
+    pub(crate) fn arm(&self, spawn: bool) -> (Pending, Watcher) {
+        // Unique per apply: the time and this process.
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let token = format!("{nanos:x}-{:x}", std::process::id());
+        let within_ms = u64::try_from(self.within.as_millis()).unwrap_or(u64::MAX);
+        let pending = Pending {
+            token: token.clone(),
+            deadline_ms: now_ms().saturating_add(within_ms),
+            previous: self.previous.clone(),
+        };
+        let watcher = Watcher {
+            token,
+            after_ms: within_ms,
+            spawn,
+        };
+        (pending, watcher)
+    }
+
+    pub(crate) fn report(&self, iface: &IfaceName, report: &mut String) {
+        let fallback = if self.previous.is_some() {
+            "the previous policy comes back"
+        } else {
+            "the policy is unloaded"
+        };
+        let _ = writeln!(
+            report,
+            "  confirm within {:.0?}: `patronusc confirm -i {iface}`; otherwise {fallback}",
+            self.within
+        );
+    }
+}
+
+fn spawn_watcher(
+    roots: &Roots,
+    iface: &IfaceName,
+    token: &str,
+    after_ms: u64,
+) -> Result<(), CliError> {
     use std::os::unix::process::CommandExt as _;
     let exe = std::env::current_exe().map_err(|e| {
         CliError::new(format!(
             "cannot find this program to start the watcher: {e}"
         ))
     })?;
+    patronus_runtime::fault::point("spawn watcher");
     std::process::Command::new(exe)
         .arg("rollback-watcher")
-        .args(["-i", iface, "--token", token, "--after-ms"])
+        .args(["-i", iface.as_str(), "--token", token, "--after-ms"])
         .arg(after_ms.to_string())
         .arg("--pin-root")
         .arg(&roots.pin_root)
@@ -231,93 +230,150 @@ fn spawn_watcher(roots: &Roots, iface: &str, token: &str, after_ms: u64) -> Resu
         // Its own process group: the terminal's hang-up or Ctrl-C (the
         // very thing --confirm guards against) does not reach it.
         .process_group(0)
+        // The fault hook is for the apply under test, not its watcher.
+        .env_remove(patronus_runtime::fault::FAULT_AT_VAR)
         .spawn()
         .map_err(|e| CliError::new(format!("cannot start the rollback watcher: {e}")))?;
     Ok(())
 }
 
-fn log(roots: &Roots, iface: &str, line: &str) {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let path = state_dir(roots, iface).join("rollback.log");
-    if let Ok(mut file) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-    {
-        let _ = writeln!(file, "{} {iface}: {line}", now_ms() / 1000);
-    }
+fn log(state: &StateDir, iface: &IfaceName, line: &str) {
+    let line = format!("{} {iface}: {line}\n", now_ms() / 1000);
+    let _ = state.append(&StateFile::RollbackLog, line.as_bytes());
 }
 
 pub fn run_confirm(args: &ConfirmArgs) -> Result<Status, CliError> {
-    let _lock = ApplyLock::take(&state_dir(&args.roots, &args.iface))?;
-    let Some(pending) = pending(&args.roots, &args.iface) else {
+    let (roots, iface) = (&args.roots, &args.iface);
+    crate::txn::ignore_hangup();
+    let lock = ApplyLock::take(roots, iface)?;
+    let state = &lock.state;
+    if let Some(note) = crate::txn::recover(roots, &lock, iface)? {
+        eprintln!("patronusc: {note}");
+    }
+    let Some(pending) = pending(state)? else {
         eprintln!(
-            "patronusc: {}: no apply is waiting for confirmation (already confirmed, rolled back, \
-             or applied without --confirm)",
-            args.iface
+            "patronusc: {iface}: no apply is waiting for confirmation (already confirmed, rolled \
+             back, or applied without --confirm)"
         );
         return Ok(Status::Failure);
     };
-    write_private(&marker_path(&args.roots, &args.iface, &pending.token), "")?;
-    let _ = std::fs::remove_file(pending_path(&args.roots, &args.iface));
-    log(
-        &args.roots,
-        &args.iface,
-        &format!("confirmed {}", pending.token),
-    );
-    let left_ms = pending.deadline_ms.saturating_sub(now_ms());
+    let marker = StateFile::confirmed(&pending.token)?;
+    let now = now_ms();
+    if now >= pending.deadline_ms && !state.exists(&marker) {
+        // Too late: the rollback is due and happens now, not a confirm
+        // "with 0.0 s left".
+        let late = (now - pending.deadline_ms) as f64 / 1000.0;
+        let done = overdue_rollback(roots, &lock, iface)?;
+        eprintln!(
+            "patronusc: {iface}: too late to confirm: the deadline passed {late:.1} s ago; {}",
+            done.unwrap_or_else(|| "the rollback is due".into())
+        );
+        return Ok(Status::Failure);
+    }
+    // The marker is the commit point: a kill after it is a confirm (the
+    // next command removes `pending.json`), a kill before it is not.
+    patronus_runtime::fault::point("write confirm marker");
+    state.write(&marker, b"")?;
+    crate::txn::remove_state(state, &StateFile::Pending)?;
+    log(state, iface, &format!("confirmed {}", pending.token));
+    let left_ms = pending.deadline_ms.saturating_sub(now);
     write_stdout(&format!(
-        "confirmed the policy on {} ({:.1} s were left)\n",
-        args.iface,
+        "confirmed the policy on {iface} ({:.1} s were left)\n",
         left_ms as f64 / 1000.0
     ))?;
     Ok(Status::Success)
 }
 
-/// The watcher: waits, then rolls back unless confirmed. Also what tests
-/// run in-process.
-pub fn run_watcher(args: &WatcherArgs) -> Result<Status, CliError> {
-    std::thread::sleep(Duration::from_millis(args.after_ms));
-    let (roots, iface) = (&args.roots, args.iface.as_str());
-    let _lock = ApplyLock::take(&state_dir(roots, iface))?;
-    let marker = marker_path(roots, iface, &args.token);
-    if marker.exists() {
-        let _ = std::fs::remove_file(&marker);
-        return Ok(Status::Success);
-    }
-    let Some(pending) = pending(roots, iface).filter(|p| p.token == args.token) else {
-        // Cancelled by a plain apply, or a newer --confirm apply owns the
-        // rollback now.
-        log(
-            roots,
-            iface,
-            &format!("{}: superseded, nothing to do", args.token),
-        );
-        return Ok(Status::Success);
+/// With the interface lock held: if an apply awaits confirmation past its
+/// deadline, rolls it back now (whoever runs this: the watcher, or any
+/// command when the watcher is gone). A confirm whose marker is written
+/// but which was killed before removing `pending.json` counts as
+/// confirmed. Returns what was done.
+pub(crate) fn overdue_rollback(
+    roots: &Roots,
+    lock: &ApplyLock,
+    iface: &IfaceName,
+) -> Result<Option<String>, CliError> {
+    let state = &lock.state;
+    let Some(pending) = pending(state)? else {
+        return Ok(None);
     };
-    let result = roll_back(roots, iface, pending.previous.as_ref());
-    let _ = std::fs::remove_file(pending_path(roots, iface));
+    if StateFile::confirmed(&pending.token).is_ok_and(|marker| state.exists(&marker)) {
+        crate::txn::remove_state(state, &StateFile::Pending)?;
+        return Ok(None);
+    }
+    let now = now_ms();
+    if now < pending.deadline_ms {
+        return Ok(None);
+    }
+    let late = (now - pending.deadline_ms) as f64 / 1000.0;
+    let result = roll_back(roots, lock, iface, pending.previous.as_ref());
     match &result {
         Ok(what) => log(
-            roots,
+            state,
             iface,
-            &format!("{}: not confirmed: {what}", args.token),
+            &format!("{}: not confirmed: {what}", pending.token),
         ),
         Err(err) => log(
-            roots,
+            state,
             iface,
-            &format!("{}: not confirmed; rollback FAILED: {err}", args.token),
+            &format!("{}: not confirmed; rollback FAILED: {err}", pending.token),
         ),
     }
-    result.map(|_| Status::Success)
+    let what = result?;
+    Ok(Some(format!(
+        "{iface}: the apply was not confirmed within its deadline ({late:.1} s ago): {what}"
+    )))
 }
 
-fn roll_back(roots: &Roots, iface: &str, previous: Option<&Snapshot>) -> Result<String, CliError> {
+/// The watcher: waits for the deadline, then settles the interface (which
+/// rolls back unless confirmed). Also what tests run in-process.
+pub fn run_watcher(args: &WatcherArgs) -> Result<Status, CliError> {
+    let marker = StateFile::confirmed(&args.token)?;
+    crate::txn::ignore_hangup();
+    std::thread::sleep(Duration::from_millis(args.after_ms));
+    let (roots, iface) = (&args.roots, &args.iface);
+    // The apply that started us may still be running: wait for it, then
+    // for the deadline it recorded.
+    loop {
+        let lock = ApplyLock::take(roots, iface)?;
+        let state = &lock.state;
+        if let Some(note) = crate::txn::recover(roots, &lock, iface)? {
+            eprintln!("patronusc: {note}");
+        }
+        let Some(pending) = pending(state)?.filter(|p| p.token == args.token) else {
+            // Confirmed, cancelled by a plain apply, superseded by a newer
+            // --confirm apply, or an apply that never took effect.
+            if !state.remove(&marker)? {
+                log(
+                    state,
+                    iface,
+                    &format!("{}: superseded, nothing to do", args.token),
+                );
+            }
+            return Ok(Status::Success);
+        };
+        let left = pending.deadline_ms.saturating_sub(now_ms());
+        if left == 0 || state.exists(&marker) {
+            overdue_rollback(roots, &lock, iface)?;
+            let _ = state.remove(&marker);
+            return Ok(Status::Success);
+        }
+        drop(lock);
+        std::thread::sleep(Duration::from_millis(left));
+    }
+}
+
+fn roll_back(
+    roots: &Roots,
+    lock: &ApplyLock,
+    iface: &IfaceName,
+    previous: Option<&Snapshot>,
+) -> Result<String, CliError> {
     let Some(previous) = previous else {
-        install::uninstall(&roots.pins(iface));
-        let _ = std::fs::remove_file(roots.meta_path(iface));
-        let _ = std::fs::remove_file(snapshot_path(roots, iface));
+        let txn = Txn::new(Op::Unload);
+        txn.begin(&lock.state)?;
+        txn.commit(roots, lock, iface)?;
         return Ok("unloaded (there was no policy before)".into());
     };
     let started = Instant::now();
@@ -331,8 +387,9 @@ fn roll_back(roots: &Roots, iface: &str, previous: Option<&Snapshot>) -> Result<
         ))
     })?;
     let ifindex = install::ifindex(iface).map_err(runtime_err(iface))?;
-    apply_locked(
+    apply_locked_with(
         roots,
+        lock,
         iface,
         ifindex,
         &compiled,
@@ -343,8 +400,13 @@ fn roll_back(roots: &Roots, iface: &str, previous: Option<&Snapshot>) -> Result<
             started,
             compile_time: started.elapsed(),
         },
+        Commit {
+            snapshot: Some(previous.clone()),
+            journal: Some(String::new()),
+            pending: PendingChange::Clear,
+            watcher: None,
+        },
     )?;
-    write_json(&snapshot_path(roots, iface), previous)?;
     Ok(format!("rolled back to {}", previous.name))
 }
 

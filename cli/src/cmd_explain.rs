@@ -29,7 +29,8 @@ use crate::cmd_test::{
     rule_span, verdict_name,
 };
 use crate::common::{
-    CliError, ColorArgs, FsTableLoader, Status, print_human_diagnostics, read_policy, write_stdout,
+    CliError, ColorArgs, Status, TableAccessArgs, print_human_diagnostics, read_policy,
+    write_stdout,
 };
 
 #[derive(Debug, Args)]
@@ -46,6 +47,8 @@ pub struct ExplainArgs {
     pub after: Vec<String>,
     #[command(flatten)]
     pub color: ColorArgs,
+    #[command(flatten)]
+    pub tables: TableAccessArgs,
 }
 
 /// A command-line packet, typed.
@@ -56,9 +59,10 @@ struct CliPacket {
 }
 
 pub fn run(args: &ExplainArgs) -> Result<Status, CliError> {
+    let loader = args.tables.loader()?;
     let mut files = Files::new();
     let file = read_policy(&mut files, &args.policy)?;
-    let checked = check(&mut files, file, &FsTableLoader);
+    let checked = check(&mut files, file, &loader);
     let policy = match checked.policy {
         Some(policy) if !checked.has_errors() => policy,
         _ => {

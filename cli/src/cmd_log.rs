@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use clap::Args;
 use patronus_codegen::abi::log::{LogEvent, RINGBUF_NAME};
 use patronus_runtime::events::{self, EventReader};
+use patronus_runtime::host::IfaceName;
 
 use crate::cmd_apply::{Roots, read_meta, runtime_err};
 use crate::common::{CliError, Status, write_stdout};
@@ -16,7 +17,7 @@ use crate::common::{CliError, Status, write_stdout};
 #[derive(Debug, Args)]
 pub struct LogArgs {
     #[arg(short = 'i', long = "interface", value_name = "IFACE")]
-    pub iface: String,
+    pub iface: IfaceName,
     /// Stop after N events.
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
@@ -89,8 +90,15 @@ pub fn read_events(
     timeout: Option<Duration>,
     emit: &mut dyn FnMut(String) -> Result<(), CliError>,
 ) -> Result<u64, CliError> {
-    let path = roots.pins(iface).map(RINGBUF_NAME);
-    if !roots.pins(iface).installed() {
+    let iface = IfaceName::new(iface).map_err(|e| CliError::new(e.to_string()))?;
+    crate::cmd_apply::require_root_to_read()?;
+    // Settled first; the lock is not held while events are read.
+    drop(crate::txn::settle(roots, &iface)?);
+    let Some(pins) = roots.host().existing_pins(&iface)? else {
+        return Err(CliError::new(format!("{iface}: no policy applied")));
+    };
+    let path = pins.map(RINGBUF_NAME);
+    if !pins.installed() {
         return Err(CliError::new(format!("{iface}: no policy applied")));
     }
     if !path.exists() {
@@ -98,9 +106,10 @@ pub fn read_events(
             "{iface}: the applied policy logs nothing (no rule has `log`)"
         )));
     }
-    let counters = read_meta(&roots.meta_path(iface))
+    let counters = read_meta(roots, &iface)?
         .map(|meta| meta.counters)
         .unwrap_or_default();
+    let iface = iface.as_str();
     let mut reader = EventReader::open(&path).map_err(runtime_err(iface))?;
     let mut read = 0;
     while count.is_none_or(|n| read < n) {
@@ -132,7 +141,7 @@ pub fn run_log(args: &LogArgs) -> Result<Status, CliError> {
     };
     let read = read_events(
         &args.roots,
-        &args.iface,
+        args.iface.as_str(),
         args.count,
         args.timeout,
         &mut emit,

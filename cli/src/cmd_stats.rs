@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use clap::Args;
+use patronus_runtime::host::IfaceName;
 use patronus_runtime::install;
 use serde::Serialize;
 
@@ -17,7 +18,7 @@ use crate::common::{CliError, Status, write_stdout};
 pub struct StatsArgs {
     /// Only this interface (default: every interface with a policy).
     #[arg(short = 'i', long = "interface", value_name = "IFACE")]
-    pub iface: Option<String>,
+    pub iface: Option<IfaceName>,
     /// Print JSON.
     #[arg(long, conflicts_with = "prometheus")]
     pub json: bool,
@@ -60,22 +61,33 @@ pub type Stats = Vec<(String, Vec<StatRow>)>;
 
 /// Reads the counters of the interfaces `args` names.
 pub fn collect(args: &StatsArgs) -> Result<Stats, CliError> {
+    crate::cmd_apply::require_root_to_read()?;
     let names = match &args.iface {
         Some(iface) => vec![iface.clone()],
-        None => args.roots.interfaces(),
+        None => args.roots.interfaces()?,
     };
     let mut all = Vec::new();
     for iface in &names {
-        let pins = args.roots.pins(iface);
-        let meta = read_meta(&args.roots.meta_path(iface)).ok_or_else(|| {
+        // Under the interface lock, settled: the metadata (the counter
+        // layout) and the map read are of one policy, the running one.
+        let _lock = match install::missing_privileges() {
+            None => Some(crate::txn::settle(&args.roots, iface)?),
+            Some(_) => None,
+        };
+        let pins = args
+            .roots
+            .host()
+            .existing_pins(iface)?
+            .ok_or_else(|| CliError::new(format!("{iface}: no policy applied")))?;
+        let meta = read_meta(&args.roots, iface)?.ok_or_else(|| {
             CliError::new(format!(
                 "{iface}: no policy metadata in {} (applied by patronusc apply?)",
                 args.roots.state_root.display()
             ))
         })?;
-        let fd = install::open_map_readonly(&pins.map("stats")).map_err(runtime_err(iface))?;
-        let values =
-            install::read_counters(std::os::fd::AsFd::as_fd(&fd)).map_err(runtime_err(iface))?;
+        let fd = install::live_map(&pins, "stats", true).map_err(runtime_err(iface.as_str()))?;
+        let values = install::read_counters(std::os::fd::AsFd::as_fd(&fd))
+            .map_err(runtime_err(iface.as_str()))?;
         let rows = meta
             .counters
             .iter()
@@ -90,7 +102,7 @@ pub fn collect(args: &StatsArgs) -> Result<Stats, CliError> {
                 bytes: words.get(1).copied().unwrap_or(0),
             })
             .collect();
-        all.push((iface.clone(), rows));
+        all.push((iface.to_string(), rows));
     }
     Ok(all)
 }

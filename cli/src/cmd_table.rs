@@ -27,10 +27,8 @@
 //! definitions are unchanged, else a full atomic replace).
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::net::IpAddr;
 use std::os::fd::AsFd as _;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::{Args, Subcommand};
@@ -39,14 +37,16 @@ use patronus_compiler::ir::plan::MapKind;
 use patronus_compiler::ir::{Field, Storage};
 use patronus_compiler::net::Prefix;
 use patronus_compiler::typed::{AddrMatch, Family, Policy, TableId};
+use patronus_runtime::host::{IfaceName, StateDir, StateFile};
 use patronus_runtime::{install, sys};
 use serde::{Deserialize, Serialize};
 
 use crate::cmd_apply::{
-    ApplyLock, Applying, Compiled, Mode, Roots, Snapshot, apply_locked_with,
-    compile_snapshot_edited, require_privileges, runtime_err, write_private,
+    ApplyLock, Applying, Commit, Compiled, Mode, Roots, Snapshot, apply_locked_with,
+    compile_snapshot_edited, require_privileges, runtime_err,
 };
 use crate::common::{CliError, ColorArgs, Status, write_stdout};
+use crate::txn::{Op, PendingChange, Txn};
 
 #[derive(Debug, Args)]
 pub struct TableArgs {
@@ -69,7 +69,7 @@ pub enum TableAction {
 #[derive(Debug, Args)]
 pub struct TableEditArgs {
     #[arg(short = 'i', long = "interface", value_name = "IFACE")]
-    pub iface: String,
+    pub iface: IfaceName,
     /// The table's name in the policy (without `@`).
     #[arg(value_name = "TABLE")]
     pub table: String,
@@ -88,7 +88,7 @@ pub struct TableEditArgs {
 #[derive(Debug, Args)]
 pub struct TableListArgs {
     #[arg(short = 'i', long = "interface", value_name = "IFACE")]
-    pub iface: String,
+    pub iface: IfaceName,
     /// Print this table's prefixes.
     #[arg(value_name = "TABLE")]
     pub table: Option<String>,
@@ -128,18 +128,6 @@ pub struct FastMap {
     /// any: its slots say 1 (the table's one bitmap), 0 or FALLBACK.
     #[serde(default)]
     pub d24: Option<String>,
-}
-
-fn state_dir(roots: &Roots, iface: &str) -> PathBuf {
-    roots.state_root.join(iface)
-}
-
-fn tables_path(roots: &Roots, iface: &str) -> PathBuf {
-    state_dir(roots, iface).join("tables.json")
-}
-
-fn journal_path(roots: &Roots, iface: &str) -> PathBuf {
-    state_dir(roots, iface).join("journal")
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -304,31 +292,6 @@ pub(crate) fn tables_meta(compiled: &Compiled, object_hash: &str) -> TablesMeta 
     }
 }
 
-/// Called by every apply (lock held) once the policy runs: records the
-/// fast paths; an apply from files (`keep_journal` false) also drops the
-/// run-time changes, which the kernel no longer holds.
-pub(crate) fn after_apply(
-    roots: &Roots,
-    iface: &str,
-    compiled: &Compiled,
-    object_hash: &str,
-    keep_journal: bool,
-) -> Result<(), CliError> {
-    if !keep_journal {
-        let _ = std::fs::remove_file(journal_path(roots, iface));
-    }
-    let meta = tables_meta(compiled, object_hash);
-    let text = serde_json::to_string(&meta)
-        .map_err(|e| CliError::new(format!("cannot encode table metadata: {e}")))?;
-    write_private(&tables_path(roots, iface), &text)
-}
-
-/// After `unload`: no table state.
-pub(crate) fn forget(roots: &Roots, iface: &str) {
-    let _ = std::fs::remove_file(tables_path(roots, iface));
-    let _ = std::fs::remove_file(journal_path(roots, iface));
-}
-
 /// Parses `192.0.2.0/24`, `2001:db8::/32` or a bare address (a host
 /// prefix). Host bits are an error naming the prefix meant.
 pub fn parse_prefix(text: &str) -> Result<Prefix, String> {
@@ -388,9 +351,9 @@ fn lpm_key(prefix: &Prefix) -> Vec<u8> {
     key
 }
 
-fn read_tables_meta(roots: &Roots, iface: &str) -> Result<TablesMeta, CliError> {
-    let path = tables_path(roots, iface);
-    let text = std::fs::read_to_string(&path).map_err(|_| {
+fn read_tables_meta(state: &StateDir, iface: &IfaceName) -> Result<TablesMeta, CliError> {
+    let path = state.file_path(&StateFile::Tables);
+    let text = state.read(&StateFile::Tables)?.ok_or_else(|| {
         CliError::new(format!(
             "{iface}: no policy applied by this patronusc (no `{}`); run `patronusc apply` first",
             path.display()
@@ -414,24 +377,23 @@ fn unknown_table(name: &str, meta: &TablesMeta) -> CliError {
 
 /// One journal line.
 #[derive(Clone, Debug)]
-struct Change {
+pub(crate) struct Change {
     add: bool,
     table: String,
     prefix: Prefix,
 }
 
-fn read_journal(roots: &Roots, iface: &str) -> Result<Vec<Change>, CliError> {
-    let path = journal_path(roots, iface);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => {
-            return Err(CliError::new(format!(
-                "cannot read `{}`: {e}",
-                path.display()
-            )));
-        }
+pub(crate) fn read_journal(lock: &ApplyLock) -> Result<Vec<Change>, CliError> {
+    let state = &lock.state;
+    let path = state.file_path(&StateFile::Journal);
+    let Some(text) = state.read(&StateFile::Journal)? else {
+        return Ok(Vec::new());
     };
+    parse_journal(&text, &path)
+}
+
+/// The changes of a journal's text (`path` names it in errors).
+pub(crate) fn parse_journal(text: &str, path: &std::path::Path) -> Result<Vec<Change>, CliError> {
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
@@ -450,12 +412,10 @@ fn read_journal(roots: &Roots, iface: &str) -> Result<Vec<Change>, CliError> {
         .collect()
 }
 
-fn append_journal(roots: &Roots, iface: &str, changes: &[Change]) -> Result<(), CliError> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    if changes.is_empty() {
-        return Ok(());
-    }
-    let mut text = String::new();
+/// The journal's text with `changes` appended: written whole, through the
+/// transaction, never appended in place (a kill mid-line would damage it).
+fn journal_with(state: &StateDir, changes: &[Change]) -> Result<String, CliError> {
+    let mut text = state.read(&StateFile::Journal)?.unwrap_or_default();
     for c in changes {
         let _ = writeln!(
             text,
@@ -465,19 +425,12 @@ fn append_journal(roots: &Roots, iface: &str, changes: &[Change]) -> Result<(), 
             c.prefix
         );
     }
-    let path = journal_path(roots, iface);
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(&path)
-        .and_then(|mut file| file.write_all(text.as_bytes()))
-        .map_err(|e| CliError::new(format!("cannot write `{}`: {e}", path.display())))
+    Ok(text)
 }
 
 /// Applies `changes` to the policy's tables (normalised: sorted, no
 /// duplicates). Returns, per change, whether it changed anything.
-fn edit_tables(policy: &mut Policy, changes: &[Change]) -> Result<Vec<bool>, CliError> {
+pub(crate) fn edit_tables(policy: &mut Policy, changes: &[Change]) -> Result<Vec<bool>, CliError> {
     let mut effective = Vec::with_capacity(changes.len());
     for c in changes {
         let table = policy
@@ -501,11 +454,12 @@ fn edit_tables(policy: &mut Policy, changes: &[Change]) -> Result<Vec<bool>, Cli
     Ok(effective)
 }
 
-fn read_snapshot(roots: &Roots, iface: &str) -> Result<Snapshot, CliError> {
-    let path = state_dir(roots, iface).join("snapshot.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| {
+pub(crate) fn read_snapshot(lock: &ApplyLock, iface: &IfaceName) -> Result<Snapshot, CliError> {
+    let state = &lock.state;
+    let path = state.file_path(&StateFile::Snapshot);
+    let text = state.read(&StateFile::Snapshot)?.ok_or_else(|| {
         CliError::new(format!(
-            "{iface}: cannot read the running policy's sources `{}`: {e}",
+            "{iface}: cannot read the running policy's sources `{}`: it does not exist",
             path.display()
         ))
     })?;
@@ -523,10 +477,7 @@ pub fn run(args: &TableArgs) -> Result<Status, CliError> {
 
 fn run_edit(args: &TableEditArgs, add: bool) -> Result<Status, CliError> {
     let started = Instant::now();
-    let iface = args.iface.as_str();
-    if iface.is_empty() || iface.contains('/') || iface.starts_with('.') {
-        return Err(CliError::new(format!("`{iface}` is not an interface name")));
-    }
+    let iface = &args.iface;
     let prefixes = args
         .cidrs
         .iter()
@@ -535,14 +486,21 @@ fn run_edit(args: &TableEditArgs, add: bool) -> Result<Status, CliError> {
         .map_err(CliError::new)?;
     require_privileges()?;
     let pins = args.roots.pins(iface);
+    crate::txn::ignore_hangup();
+    let lock = crate::txn::settle(&args.roots, iface)?;
     if !pins.installed() {
         return Err(CliError::new(format!(
             "{iface}: no policy applied (interfaces with one: {})",
-            list_or_none(&args.roots.interfaces())
+            list_or_none(&args.roots.interfaces()?)
         )));
     }
-    let _lock = ApplyLock::take(&state_dir(&args.roots, iface))?;
-    let meta = read_tables_meta(&args.roots, iface)?;
+    let state = &lock.state;
+    // Begun before the first map write: a kill before the commit below
+    // brings the maps back to the journal as it was (the change did not
+    // happen), a kill after it finds the journal complete.
+    let txn = Txn::new(Op::Table);
+    let mut begun = false;
+    let meta = read_tables_meta(state, iface)?;
     let table = meta
         .tables
         .iter()
@@ -577,8 +535,13 @@ fn run_edit(args: &TableEditArgs, add: bool) -> Result<Status, CliError> {
         let mut full = false;
         let mut general_needed = false;
         for (map, key) in &plan {
-            let fd = install::open_map(&pins.map(&map.map))
+            let fd = install::live_map(&pins, &map.map, false)
                 .map_err(runtime_err("cannot open the table's map"))?;
+            if !begun {
+                txn.begin(state)?;
+                begun = true;
+            }
+            patronus_runtime::fault::point("table map write");
             let value = unhex(&map.value)
                 .ok_or_else(|| CliError::new("the table metadata is damaged (value)"))?;
             let result = match &map.d24 {
@@ -623,12 +586,18 @@ fn run_edit(args: &TableEditArgs, add: bool) -> Result<Status, CliError> {
         }
     }
     // Recorded before the general path compiles: it replays the journal.
-    append_journal(&args.roots, iface, &journal)?;
+    if begun {
+        let mut txn = txn;
+        if !journal.is_empty() {
+            txn.journal = Some(journal_with(state, &journal)?);
+        }
+        txn.commit(&args.roots, &lock, iface)?;
+    }
     let mut report = String::new();
     if !general.is_empty() {
         let t0 = Instant::now();
-        let snapshot = read_snapshot(&args.roots, iface)?;
-        let recorded = read_journal(&args.roots, iface)?;
+        let snapshot = read_snapshot(&lock, iface)?;
+        let recorded = read_journal(&lock)?;
         let mut effective = Vec::new();
         let color = args.color;
         let compiled = compile_snapshot_edited(&snapshot, &color, &mut |policy| {
@@ -656,9 +625,10 @@ fn run_edit(args: &TableEditArgs, add: bool) -> Result<Status, CliError> {
                 .map(|(c, _)| c.prefix),
         );
         if !applied.is_empty() {
-            let ifindex = install::ifindex(iface).map_err(runtime_err(iface))?;
+            let ifindex = install::ifindex(iface.as_str()).map_err(runtime_err(iface.as_str()))?;
             report = apply_locked_with(
                 &args.roots,
+                &lock,
                 iface,
                 ifindex,
                 &compiled,
@@ -669,9 +639,13 @@ fn run_edit(args: &TableEditArgs, add: bool) -> Result<Status, CliError> {
                     started: t0,
                     compile_time: t0.elapsed(),
                 },
-                true,
+                Commit {
+                    snapshot: None,
+                    journal: Some(journal_with(state, &applied)?),
+                    pending: PendingChange::Keep,
+                    watcher: None,
+                },
             )?;
-            append_journal(&args.roots, iface, &applied)?;
         }
     }
     let mut status = Status::Success;
@@ -733,7 +707,7 @@ fn dir24_edit(
             .map(Some)
             .map_err(io(&format!("delete {} from the trie", prefix_text(prefix))));
     }
-    let slots = install::open_map(&pins.map(slots_map))
+    let slots = install::live_map(pins, slots_map, false)
         .map_err(runtime_err("cannot open the table's DIR-24 array"))?;
     let first = addr >> 8;
     let last = if prefix.len >= 24 {
@@ -797,25 +771,27 @@ fn prefix_text(prefix: &Prefix) -> String {
     format!("{}/{}", prefix.addr, prefix.len)
 }
 
-fn list_or_none(names: &[String]) -> String {
+fn list_or_none(names: &[IfaceName]) -> String {
     if names.is_empty() {
         "none".into()
     } else {
+        let names: Vec<&str> = names.iter().map(IfaceName::as_str).collect();
         names.join(", ")
     }
 }
 
 fn run_list(args: &TableListArgs) -> Result<Status, CliError> {
-    let iface = args.iface.as_str();
-    let _lock = ApplyLock::take(&state_dir(&args.roots, iface))?;
-    let meta = read_tables_meta(&args.roots, iface)?;
+    let iface = &args.iface;
+    let lock = crate::txn::settle(&args.roots, iface)?;
+    let state = &lock.state;
+    let meta = read_tables_meta(state, iface)?;
     if let Some(name) = &args.table
         && !meta.tables.iter().any(|t| &t.name == name)
     {
         return Err(unknown_table(name, &meta));
     }
-    let snapshot = read_snapshot(&args.roots, iface)?;
-    let journal = read_journal(&args.roots, iface)?;
+    let snapshot = read_snapshot(&lock, iface)?;
+    let journal = read_journal(&lock)?;
     let mut tables = Vec::new();
     compile_snapshot_edited(&snapshot, &args.color, &mut |policy| {
         edit_tables(policy, &journal)?;

@@ -43,7 +43,8 @@ use patronus_grammar::ast::{Action, Span, Verdict};
 use patronus_runtime::{Loaded, ProgramKind, RuntimeError};
 
 use crate::common::{
-    CliError, ColorArgs, FsTableLoader, Status, print_human_diagnostics, read_policy, write_stdout,
+    CliError, ColorArgs, Status, TableAccessArgs, print_human_diagnostics, read_policy,
+    write_stdout,
 };
 
 /// The virtual time between two packets of a test.
@@ -59,6 +60,8 @@ pub struct TestArgs {
     pub engine: Engine,
     #[command(flatten)]
     pub color: ColorArgs,
+    #[command(flatten)]
+    pub tables: TableAccessArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -139,13 +142,14 @@ pub fn run_test<'t>(policy: &Policy, test: &'t Test) -> Option<Failure<'t>> {
 
 pub fn run(args: &TestArgs) -> Result<Status, CliError> {
     let engine = args.engine.resolve()?;
+    let loader = args.tables.loader()?;
     let mut passed = 0usize;
     let mut failed = 0usize;
     let mut broken_policies = 0usize;
     for path in &args.policies {
         let mut files = Files::new();
         let file = read_policy(&mut files, path)?;
-        let checked = check(&mut files, file, &FsTableLoader);
+        let checked = check(&mut files, file, &loader);
         let policy = match checked.policy {
             Some(policy) if !checked.has_errors() => policy,
             _ => {
@@ -210,10 +214,8 @@ pub fn run(args: &TestArgs) -> Result<Status, CliError> {
             broken_policies += 1;
         }
     }
-    let result = if failed == 0 { "ok" } else { "FAILED" };
-    write_stdout(&format!(
-        "test result: {result}. {passed} passed; {failed} failed\n"
-    ))?;
+    let (line, status) = summary(passed, failed, broken_policies);
+    write_stdout(&line)?;
     if broken_policies > 0 {
         return Err(CliError::new(format!(
             "{} of {} did not compile, load or run",
@@ -221,7 +223,29 @@ pub fn run(args: &TestArgs) -> Result<Status, CliError> {
             args.policies.len()
         )));
     }
-    Ok(Status::failure_if(failed > 0))
+    Ok(status)
+}
+
+/// The last line of `patronusc test` and its exit status: "ok" only when
+/// tests ran and every one passed and every policy compiled and loaded;
+/// nothing run is a failure, not a success.
+pub fn summary(passed: usize, failed: usize, broken: usize) -> (String, Status) {
+    let ok = failed == 0 && broken == 0 && passed > 0;
+    let mut line = format!(
+        "test result: {}. {passed} passed; {failed} failed",
+        if ok { "ok" } else { "FAILED" }
+    );
+    if broken > 0 {
+        let _ = write!(
+            line,
+            "; {} did not compile, load or run",
+            plural(broken, "policy")
+        );
+    } else if passed + failed == 0 {
+        line.push_str("; no tests ran (the policies have no `test` blocks)");
+    }
+    line.push('\n');
+    (line, Status::failure_if(!ok))
 }
 
 /// A policy compiled and loaded into the kernel, ready to run its test
@@ -556,5 +580,38 @@ fn plural(n: usize, noun: &str) -> String {
         (1, _) => format!("1 {noun}"),
         (_, "policy") => format!("{n} policies"),
         _ => format!("{n} {noun}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_says_ok_only_when_tests_ran_and_all_passed() {
+        assert_eq!(
+            summary(3, 0, 0),
+            (
+                "test result: ok. 3 passed; 0 failed\n".into(),
+                Status::Success
+            )
+        );
+        let (line, status) = summary(0, 0, 1);
+        assert!(line.starts_with("test result: FAILED. 0 passed"), "{line}");
+        assert!(
+            line.contains("1 policy did not compile, load or run"),
+            "{line}"
+        );
+        assert_eq!(status, Status::Failure);
+        let (line, status) = summary(3, 0, 1);
+        assert!(line.starts_with("test result: FAILED. 3 passed"), "{line}");
+        assert_eq!(status, Status::Failure);
+        let (line, status) = summary(0, 0, 0);
+        assert!(
+            line.contains("FAILED") && line.contains("no tests ran"),
+            "{line}"
+        );
+        assert_eq!(status, Status::Failure);
+        assert_eq!(summary(2, 1, 0).1, Status::Failure);
     }
 }

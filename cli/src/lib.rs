@@ -2,6 +2,7 @@
 //! ([`cli`]), one module per subcommand (`cmd_*`), and the file-system glue
 //! they share ([`common`]). The binary (`main.rs`) only calls [`run_main`].
 
+pub mod agent;
 pub mod cli;
 pub mod cmd_apply;
 pub mod cmd_build;
@@ -9,11 +10,13 @@ pub mod cmd_check;
 pub mod cmd_confirm;
 pub mod cmd_explain;
 pub mod cmd_fmt;
+pub mod cmd_generate;
 pub mod cmd_log;
 pub mod cmd_stats;
 pub mod cmd_table;
 pub mod cmd_test;
 pub mod common;
+pub mod txn;
 
 use std::process::ExitCode;
 
@@ -61,6 +64,13 @@ pub fn apply_shorthand(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsStr
     args
 }
 
+/// Parses and runs one `patronusc` command line in this process (the
+/// agent runs `apply` and `table` so); a usage error is an error.
+pub fn run_argv(args: impl IntoIterator<Item = String>) -> Result<Status, CliError> {
+    let cli = Cli::try_parse_from(args).map_err(|e| CliError::new(e.to_string()))?;
+    dispatch(&cli.command)
+}
+
 fn dispatch(command: &Command) -> Result<Status, CliError> {
     match command {
         Command::Check(args) => cmd_check::run(args),
@@ -77,6 +87,9 @@ fn dispatch(command: &Command) -> Result<Status, CliError> {
         Command::Confirm(args) => cmd_confirm::run_confirm(args),
         Command::Log(args) => cmd_log::run_log(args),
         Command::Table(args) => cmd_table::run(args),
+        Command::Agent(args) => agent::run_agent(args),
+        Command::Completions(args) => cmd_generate::run_completions(args),
+        Command::Man(args) => cmd_generate::run_man(args),
         Command::RollbackWatcher(args) => cmd_confirm::run_watcher(args),
     }
 }

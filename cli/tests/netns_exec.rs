@@ -37,6 +37,8 @@ fn apply_under_ip_netns_exec_is_refused_with_a_pointer_to_nsenter() {
             policy,
             "-i",
             "lo",
+            // Only `lo` exists there; loopback is refused without it.
+            "--force",
         ])
         .output()
         .expect("ip netns exec runs");

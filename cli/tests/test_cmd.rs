@@ -5,7 +5,6 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 
 mod common;
 
@@ -106,9 +105,11 @@ fn a_policy_that_does_not_compile_exits_2() {
         "{}",
         run.stderr
     );
-    // The policy that compiles still ran.
+    // The policy that compiles still ran, but the summary is not "ok".
     assert!(
-        run.stdout.contains("test result: ok. 3 passed; 0 failed"),
+        run.stdout.contains(
+            "test result: FAILED. 3 passed; 0 failed; 1 policy did not compile, load or run"
+        ),
         "{}",
         run.stdout
     );
@@ -119,21 +120,42 @@ fn a_policy_that_does_not_compile_exits_2() {
 }
 
 #[test]
+fn a_policy_that_fails_to_load_or_has_no_tests_is_never_ok() {
+    let dir = TempDir::new("nothing-ran");
+    dir.write("broken.pf", "allow tcp to port $nope\n");
+    dir.write("empty.pf", "allow tcp to port 80\n");
+    let broken = patronusc(&dir.0, &["test", "--engine", "interpreter", "broken.pf"]);
+    assert_eq!(broken.code, 2, "{}{}", broken.stdout, broken.stderr);
+    assert!(!broken.stdout.contains("ok."), "{}", broken.stdout);
+    assert!(
+        broken
+            .stdout
+            .contains("test result: FAILED. 0 passed; 0 failed"),
+        "{}",
+        broken.stdout
+    );
+    let empty = patronusc(&dir.0, &["test", "--engine", "interpreter", "empty.pf"]);
+    assert_eq!(empty.code, 1, "{}{}", empty.stdout, empty.stderr);
+    assert!(
+        empty
+            .stdout
+            .contains("test result: FAILED. 0 passed; 0 failed; no tests ran"),
+        "{}",
+        empty.stdout
+    );
+}
+
+#[test]
 fn the_reference_policy_passes_its_own_tests() {
     let dir = TempDir::new("reference");
-    let bench = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/bench");
-    let gen_py = Command::new("python3")
-        .arg(bench.join("pkts/gen.py"))
-        .arg(dir.0.join("build/pkts"))
-        .output()
-        .expect("python3 runs");
-    assert!(
-        gen_py.status.success(),
-        "{}",
-        String::from_utf8_lossy(&gen_py.stderr)
-    );
-    let reference = fs::read_to_string(bench.join("reference.pf")).expect("reference.pf");
+    let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/reference.pf");
+    let reference = fs::read_to_string(reference).expect("benches/reference.pf");
     dir.write("reference.pf", &reference);
+    // The table the policy names, relative to it.
+    dir.write(
+        "build/pkts/blocklist-1000.txt",
+        patronus_compiler::corpus::blocklist_text(1000),
+    );
     let run = patronusc(
         &dir.0,
         &[

@@ -23,6 +23,8 @@ pub enum Code {
     DuplicateField,
     BadOption,
     BadPacket,
+    ExpansionLimit,
+    KernelLimit,
     // Warnings
     HostBits,
     DuplicateRule,
@@ -66,6 +68,9 @@ impl Code {
         Code::UnusedTable,
         Code::NdpDropped,
         Code::UnreachableLimit,
+        // Appended, not in code order: SARIF's ruleIndex of the others stays.
+        Code::ExpansionLimit,
+        Code::KernelLimit,
     ];
 
     pub fn info(self) -> CodeInfo {
@@ -168,6 +173,20 @@ impl Code {
                 Error,
                 "a test packet that cannot be built",
                 include_str!("../explain/P0014.md"),
+            ),
+            Code::ExpansionLimit => (
+                "P0015",
+                "expansion-limit",
+                Error,
+                "consts nested too deeply or expanding to too many elements",
+                include_str!("../explain/P0015.md"),
+            ),
+            Code::KernelLimit => (
+                "P0016",
+                "kernel-limit",
+                Error,
+                "a policy too large for the kernel's verifier or to compile",
+                include_str!("../explain/P0016.md"),
             ),
             Code::HostBits => (
                 "P0101",

@@ -7,10 +7,13 @@
 
 mod check;
 pub mod codes;
+#[cfg(feature = "corpus")]
+pub mod corpus;
 pub mod diag;
 pub mod frame;
 pub mod interp;
 pub mod ir;
+pub mod limits;
 pub mod lints;
 pub mod net;
 pub mod packet;
@@ -29,6 +32,15 @@ pub trait TableLoader {
     /// resolved path) and the contents, or an error message (not found,
     /// permission denied, not UTF-8, a directory, ...).
     fn load(&self, policy_name: &str, path: &str) -> Result<LoadedFile, String>;
+
+    /// Whether diagnostics may quote lines of `file` (as loaded for the
+    /// policy `policy_name`). A loader that reads files from outside the
+    /// directory tree the policy's author controls says no: a CI log must
+    /// not show the runner's files. Such a file's bad lines are reported
+    /// by line number only, at the `file "PATH"` in the policy.
+    fn may_quote(&self, _policy_name: &str, _file: &LoadedFile) -> bool {
+        true
+    }
 }
 
 pub struct LoadedFile {

@@ -12,14 +12,32 @@ use serde_json::{Value, json};
 
 use crate::codes::Code;
 use crate::diag::{Diagnostic, FileId, Files, Label, Severity};
+use crate::limits::{MAX_SHOWN_LINE_BYTES, bound_message};
 
 /// rustc-style text: `error[P0002]: ...`, file:line:col, the span
 /// underlined, secondary labels, `= help:` lines.
+///
+/// What is quoted is bounded: messages by [`bound_message`], and a
+/// diagnostic with a label on a source line longer than
+/// [`MAX_SHOWN_LINE_BYTES`] shows an [`Excerpt`] of its lines (the start
+/// of the line and a window around each of its labels, `…` where text is
+/// left out). Control characters in the source are shown as `?`, so a
+/// file cannot drive the terminal.
 pub fn human(files: &Files, diagnostics: &[Diagnostic], color: bool) -> String {
+    let clean: Vec<String> = files
+        .iter()
+        .map(|(_, f)| {
+            let mut text = String::with_capacity(f.text.len());
+            push_clean(&mut text, &f.text);
+            text
+        })
+        .collect();
     let mut simple = SimpleFiles::new();
-    for (_, f) in files.iter() {
-        simple.add(f.name.clone(), f.text.clone());
+    for ((_, f), text) in files.iter().zip(&clean) {
+        simple.add(f.name.as_str(), text.as_str());
     }
+    let mut columns: Vec<Option<Columns>> =
+        std::iter::repeat_with(|| None).take(clean.len()).collect();
     let mut buffer = if color {
         termcolor::Buffer::ansi()
     } else {
@@ -27,70 +45,328 @@ pub fn human(files: &Files, diagnostics: &[Diagnostic], color: bool) -> String {
     };
     let config = term::Config::default();
     for d in diagnostics {
-        let _ = term::emit(&mut buffer, &config, &simple, &to_codespan(d));
+        let labels: Vec<&Label> = std::iter::once(&d.primary).chain(&d.secondary).collect();
+        let long = labels.iter().any(|l| {
+            let cols =
+                columns[l.file.0].get_or_insert_with(|| Columns::new(&files.get(l.file).text));
+            [l.span.start, l.span.end].iter().any(|&at| {
+                let (start, end) = cols.line_bounds(cols.line_index(floor_boundary(cols.text, at)));
+                end - start > MAX_SHOWN_LINE_BYTES
+            })
+        });
+        if !long {
+            let text_len = |l: &Label| clean[l.file.0].len();
+            let range = |l: &Label| {
+                let start = l.span.start.min(text_len(l));
+                start..l.span.end.clamp(start, text_len(l))
+            };
+            let _ = term::emit(&mut buffer, &config, &simple, &to_codespan(d, range));
+            continue;
+        }
+        let excerpts = Excerpts::new(files, &labels, &mut columns);
+        let range = |l: &Label| excerpts.range(l);
+        let _ = term::emit(&mut buffer, &config, &excerpts, &to_codespan(d, range));
     }
     String::from_utf8_lossy(buffer.as_slice()).into_owned()
 }
 
-fn to_codespan(d: &Diagnostic) -> cs::Diagnostic<usize> {
+/// The lines one diagnostic points at, cut short: what the human output
+/// shows for a diagnostic on a long line. Line numbers and columns are
+/// those of the file; only the text in between is left out.
+struct Excerpts<'a> {
+    files: &'a Files,
+    by_file: Vec<Option<Excerpt>>,
+}
+
+struct Excerpt {
+    text: String,
+    /// Per line of `text`: where it starts, and its number in the file.
+    lines: Vec<(usize, usize)>,
+    /// Kept runs, in order: (start in the file, end in the file, start in
+    /// `text`).
+    kept: Vec<(usize, usize, usize)>,
+    /// True columns of the labels' starts, by offset in `text`.
+    columns: Vec<(usize, usize)>,
+}
+
+impl<'a> Excerpts<'a> {
+    /// Bytes kept at the start of a long line, and on each side of a label.
+    const HEAD: usize = 80;
+    const AROUND: usize = 40;
+
+    fn new(files: &'a Files, labels: &[&Label], columns: &mut [Option<Columns<'a>>]) -> Self {
+        let mut by_file: Vec<Option<Excerpt>> = std::iter::repeat_with(|| None)
+            .take(columns.len())
+            .collect();
+        for (id, slot) in by_file.iter_mut().enumerate() {
+            let mut marks: Vec<usize> = labels
+                .iter()
+                .filter(|l| l.file.0 == id)
+                .flat_map(|l| [l.span.start, l.span.end.max(l.span.start)])
+                .collect();
+            if marks.is_empty() {
+                continue;
+            }
+            let original = files.get(FileId(id)).text.as_str();
+            let cols = columns[id].get_or_insert_with(|| Columns::new(original));
+            for m in &mut marks {
+                *m = floor_boundary(original, *m);
+            }
+            marks.sort_unstable();
+            marks.dedup();
+            let mut lines: Vec<usize> = marks.iter().map(|&m| cols.line_index(m)).collect();
+            lines.dedup();
+            let mut excerpt = Excerpt {
+                text: String::new(),
+                lines: Vec::new(),
+                kept: Vec::new(),
+                columns: Vec::new(),
+            };
+            for line in lines {
+                let (start, end) = cols.line_bounds(line);
+                let mut windows = vec![(start, start + Self::HEAD)];
+                if end - start <= MAX_SHOWN_LINE_BYTES {
+                    windows = vec![(start, end)];
+                } else {
+                    let first = marks.partition_point(|&m| m < start);
+                    for &m in marks[first..].iter().take_while(|&&m| m <= end) {
+                        windows.push((m.saturating_sub(Self::AROUND).max(start), m + Self::AROUND));
+                    }
+                }
+                let mut merged: Vec<(usize, usize)> = Vec::new();
+                for (a, b) in windows {
+                    let a = floor_boundary(original, a);
+                    let b = floor_boundary(original, b.min(end));
+                    match merged.last_mut() {
+                        Some(last) if a <= last.1 => last.1 = last.1.max(b),
+                        _ => merged.push((a, b)),
+                    }
+                }
+                excerpt.lines.push((excerpt.text.len(), line + 1));
+                let mut at = start;
+                for (a, b) in merged {
+                    if a > at {
+                        excerpt.text.push('…');
+                    }
+                    excerpt.kept.push((a, b, excerpt.text.len()));
+                    push_clean(&mut excerpt.text, &original[a..b]);
+                    at = b;
+                }
+                if at < end {
+                    excerpt.text.push('…');
+                }
+                excerpt.text.push('\n');
+            }
+            for l in labels.iter().filter(|l| l.file.0 == id) {
+                let column = cols.line_col(l.span.start).1;
+                excerpt.columns.push((excerpt.map(l.span.start), column));
+            }
+            *slot = Some(excerpt);
+        }
+        Excerpts { files, by_file }
+    }
+
+    fn range(&self, label: &Label) -> std::ops::Range<usize> {
+        match &self.by_file[label.file.0] {
+            Some(e) => {
+                let start = e.map(label.span.start);
+                start..e.map(label.span.end).max(start)
+            }
+            None => 0..0,
+        }
+    }
+
+    fn excerpt(&self, id: usize) -> Result<&Excerpt, codespan_reporting::files::Error> {
+        self.by_file
+            .get(id)
+            .and_then(Option::as_ref)
+            .ok_or(codespan_reporting::files::Error::FileMissing)
+    }
+}
+
+impl Excerpt {
+    /// Where a file offset is in `text` (a left-out offset maps to the end
+    /// of the run before it, where the `…` is).
+    fn map(&self, offset: usize) -> usize {
+        let i = self.kept.partition_point(|&(start, _, _)| start <= offset);
+        if i == 0 {
+            return 0;
+        }
+        let (start, end, shown) = self.kept[i - 1];
+        shown + offset.min(end) - start
+    }
+}
+
+impl<'f> codespan_reporting::files::Files<'f> for Excerpts<'_> {
+    type FileId = usize;
+    type Name = &'f str;
+    type Source = &'f str;
+
+    fn name(&'f self, id: usize) -> Result<&'f str, codespan_reporting::files::Error> {
+        self.excerpt(id)?;
+        Ok(self.files.get(FileId(id)).name.as_str())
+    }
+
+    fn source(&'f self, id: usize) -> Result<&'f str, codespan_reporting::files::Error> {
+        Ok(self.excerpt(id)?.text.as_str())
+    }
+
+    fn line_index(
+        &'f self,
+        id: usize,
+        byte: usize,
+    ) -> Result<usize, codespan_reporting::files::Error> {
+        let e = self.excerpt(id)?;
+        Ok(e.lines
+            .partition_point(|&(start, _)| start <= byte)
+            .saturating_sub(1))
+    }
+
+    fn line_number(
+        &'f self,
+        id: usize,
+        line: usize,
+    ) -> Result<usize, codespan_reporting::files::Error> {
+        let e = self.excerpt(id)?;
+        e.lines.get(line).map(|&(_, number)| number).ok_or(
+            codespan_reporting::files::Error::LineTooLarge {
+                given: line,
+                max: e.lines.len().saturating_sub(1),
+            },
+        )
+    }
+
+    fn column_number(
+        &'f self,
+        id: usize,
+        line: usize,
+        byte: usize,
+    ) -> Result<usize, codespan_reporting::files::Error> {
+        let e = self.excerpt(id)?;
+        if let Some(&(_, column)) = e.columns.iter().find(|&&(at, _)| at == byte) {
+            return Ok(column);
+        }
+        let range = self.line_range(id, line)?;
+        Ok(codespan_reporting::files::column_index(&e.text, range, byte) + 1)
+    }
+
+    fn line_range(
+        &'f self,
+        id: usize,
+        line: usize,
+    ) -> Result<std::ops::Range<usize>, codespan_reporting::files::Error> {
+        let e = self.excerpt(id)?;
+        let start = e
+            .lines
+            .get(line)
+            .ok_or(codespan_reporting::files::Error::LineTooLarge {
+                given: line,
+                max: e.lines.len().saturating_sub(1),
+            })?
+            .0;
+        let end = e
+            .lines
+            .get(line + 1)
+            .map_or(e.text.len(), |&(next, _)| next);
+        Ok(start..end)
+    }
+}
+
+/// Appends `text` with control characters (but tabs, line ends) replaced
+/// by `?`, byte for byte, so offsets do not move.
+fn push_clean(out: &mut String, text: &str) {
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        let keep =
+            !c.is_control() || c == '\n' || c == '\t' || (c == '\r' && chars.peek() == Some(&'\n'));
+        if keep {
+            out.push(c);
+        } else {
+            out.extend(std::iter::repeat_n('?', c.len_utf8()));
+        }
+    }
+}
+
+fn floor_boundary(s: &str, mut i: usize) -> usize {
+    i = i.min(s.len());
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+fn to_codespan(
+    d: &Diagnostic,
+    range: impl Fn(&Label) -> std::ops::Range<usize>,
+) -> cs::Diagnostic<usize> {
     let severity = match d.severity {
         Severity::Error => cs::Severity::Error,
         Severity::Warning => cs::Severity::Warning,
     };
     let mut labels = vec![
-        cs::Label::primary(d.primary.file.0, d.primary.span.range())
-            .with_message(d.primary.message.clone()),
+        cs::Label::primary(d.primary.file.0, range(&d.primary))
+            .with_message(bound_message(&d.primary.message)),
     ];
     labels.extend(
         d.secondary.iter().map(|l| {
-            cs::Label::secondary(l.file.0, l.span.range()).with_message(l.message.clone())
+            cs::Label::secondary(l.file.0, range(l)).with_message(bound_message(&l.message))
         }),
     );
-    let mut notes: Vec<String> = d.notes.clone();
+    let mut notes: Vec<String> = d
+        .notes
+        .iter()
+        .map(|n| bound_message(n).into_owned())
+        .collect();
     if let Some(help) = &d.help {
-        notes.push(format!("help: {help}"));
+        notes.push(format!("help: {}", bound_message(help)));
     }
     cs::Diagnostic::new(severity)
         .with_code(d.code.info().code)
-        .with_message(d.message.clone())
+        .with_message(bound_message(&d.message))
         .with_labels(labels)
         .with_notes(notes)
 }
 
+/// The message with its help and notes, as one bounded text (GitHub and
+/// SARIF have one message field).
+fn full_message(d: &Diagnostic) -> String {
+    let mut message = bound_message(&d.message).into_owned();
+    if let Some(help) = &d.help {
+        message.push_str("\nhelp: ");
+        message.push_str(&bound_message(help));
+    }
+    for note in &d.notes {
+        message.push_str("\nnote: ");
+        message.push_str(&bound_message(note));
+    }
+    message
+}
+
 /// Byte offsets to 1-based (line, column) for many diagnostics at once:
-/// each file's line starts are found once, then every lookup is a binary
-/// search, so rendering stays linear on huge policies. Same numbering as
-/// [`Files::line_col`]: columns count characters; an end offset maps to the
-/// column just past the span (exclusive, as SARIF wants).
+/// each file's [`Columns`] are built once, so rendering stays linear on
+/// huge policies. Same numbering as [`Files::line_col`]: columns count
+/// characters; an end offset maps to the column just past the span
+/// (exclusive, as SARIF wants).
 struct Positions<'a> {
     files: &'a Files,
-    line_starts: Vec<Option<Vec<usize>>>,
+    columns: Vec<Option<Columns<'a>>>,
 }
 
 impl<'a> Positions<'a> {
     fn new(files: &'a Files) -> Self {
         Positions {
             files,
-            line_starts: vec![None; files.iter().count()],
+            columns: std::iter::repeat_with(|| None)
+                .take(files.iter().count())
+                .collect(),
         }
     }
 
     fn line_col(&mut self, file: FileId, offset: usize) -> (usize, usize) {
-        let text = &self.files.get(file).text;
-        let starts = self.line_starts[file.0].get_or_insert_with(|| {
-            std::iter::once(0)
-                .chain(text.match_indices('\n').map(|(i, _)| i + 1))
-                .collect()
-        });
-        let mut offset = offset.min(text.len());
-        while !text.is_char_boundary(offset) {
-            offset -= 1;
-        }
-        // The last line start at or before `offset`.
-        let line = starts.partition_point(|&start| start <= offset);
-        let line_start = starts[line - 1];
-        let column = text[line_start..offset].chars().count() + 1;
-        (line, column)
+        let text = self.files.get(file).text.as_str();
+        self.columns[file.0]
+            .get_or_insert_with(|| Columns::new(text))
+            .line_col(offset)
     }
 
     fn region(&mut self, label: &Label) -> Region {
@@ -103,6 +379,71 @@ impl<'a> Positions<'a> {
             end_line,
             end_column,
         }
+    }
+}
+
+/// Lines and character columns of one text. Counting the characters from
+/// the start of the line for every label would be quadratic on a long line
+/// with many labels, so a long line gets, once, the character count at
+/// every [`Columns::STEP`] bytes, and a column costs at most that much.
+struct Columns<'a> {
+    text: &'a str,
+    starts: Vec<usize>,
+    /// Per long line (by index): (byte offset, characters of the line
+    /// before it) about every STEP bytes.
+    marks: std::collections::HashMap<usize, Vec<(usize, usize)>>,
+}
+
+impl<'a> Columns<'a> {
+    const STEP: usize = 256;
+
+    fn new(text: &'a str) -> Self {
+        Columns {
+            text,
+            starts: std::iter::once(0)
+                .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+                .collect(),
+            marks: std::collections::HashMap::new(),
+        }
+    }
+
+    /// The 0-based index of the line holding `offset`.
+    fn line_index(&self, offset: usize) -> usize {
+        self.starts.partition_point(|&start| start <= offset) - 1
+    }
+
+    /// Where line `index` starts and ends (before its `\n`).
+    fn line_bounds(&self, index: usize) -> (usize, usize) {
+        let start = self.starts[index];
+        let end = self
+            .starts
+            .get(index + 1)
+            .map_or(self.text.len(), |next| next - 1);
+        (start, end.max(start))
+    }
+
+    /// 1-based (line, column) of a byte offset.
+    fn line_col(&mut self, offset: usize) -> (usize, usize) {
+        let offset = floor_boundary(self.text, offset);
+        let line = self.line_index(offset);
+        let (start, end) = self.line_bounds(line);
+        if end - start <= Self::STEP {
+            return (line + 1, self.text[start..offset].chars().count() + 1);
+        }
+        let text = self.text;
+        let marks = self.marks.entry(line).or_insert_with(|| {
+            let mut marks = vec![(start, 0)];
+            let (mut at, mut count) = (start, 0);
+            while at + Self::STEP <= end {
+                let next = floor_boundary(text, at + Self::STEP);
+                count += text[at..next].chars().count();
+                marks.push((next, count));
+                at = next;
+            }
+            marks
+        });
+        let (at, before) = marks[marks.partition_point(|&(at, _)| at <= offset) - 1];
+        (line + 1, before + text[at..offset].chars().count() + 1)
     }
 }
 
@@ -141,7 +482,7 @@ pub fn json_lines(files: &Files, diagnostics: &[Diagnostic]) -> String {
                     "end_column": r.end_column,
                     "byte_start": label.span.start,
                     "byte_end": label.span.end,
-                    "message": label.message,
+                    "message": bound_message(&label.message),
                     "primary": primary,
                 })
             })
@@ -155,9 +496,9 @@ pub fn json_lines(files: &Files, diagnostics: &[Diagnostic]) -> String {
             "column": at.column,
             "end_line": at.end_line,
             "end_column": at.end_column,
-            "message": d.message,
-            "help": d.help,
-            "notes": d.notes,
+            "message": bound_message(&d.message),
+            "help": d.help.as_deref().map(bound_message),
+            "notes": d.notes.iter().map(|n| bound_message(n)).collect::<Vec<_>>(),
             "labels": labels,
         });
         out.push_str(&object.to_string());
@@ -175,15 +516,7 @@ pub fn github(files: &Files, diagnostics: &[Diagnostic]) -> String {
     for d in diagnostics {
         let info = d.code.info();
         let at = positions.region(&d.primary);
-        let mut message = d.message.clone();
-        if let Some(help) = &d.help {
-            message.push_str("\nhelp: ");
-            message.push_str(help);
-        }
-        for note in &d.notes {
-            message.push_str("\nnote: ");
-            message.push_str(note);
-        }
+        let message = full_message(d);
         out.push_str(&format!(
             "::{} file={},line={},col={},endLine={},endColumn={},title={}::{}\n",
             severity_name(d.severity),
@@ -317,15 +650,7 @@ fn first_paragraph(markdown: &str) -> String {
 fn sarif_result(files: &Files, positions: &mut Positions<'_>, d: &Diagnostic) -> Value {
     let info = d.code.info();
     let rule_index = Code::ALL.iter().position(|&c| c == d.code);
-    let mut message = d.message.clone();
-    if let Some(help) = &d.help {
-        message.push_str("\nhelp: ");
-        message.push_str(help);
-    }
-    for note in &d.notes {
-        message.push_str("\nnote: ");
-        message.push_str(note);
-    }
+    let message = full_message(d);
     let primary = sarif_location(files, positions, &d.primary, None);
     let related: Vec<Value> = d
         .secondary
@@ -370,7 +695,7 @@ fn sarif_location(
         location["id"] = json!(id);
     }
     if !label.message.is_empty() {
-        location["message"] = json!({ "text": label.message });
+        location["message"] = json!({ "text": bound_message(&label.message) });
     }
     location
 }
@@ -532,6 +857,53 @@ mod tests {
         );
         assert_eq!(file_uri("C:\\p\\x.pf"), "file:///C:/p/x.pf");
         assert_eq!(file_uri("ü.pf"), "%C3%BC.pf");
+    }
+
+    #[test]
+    fn source_lines_are_shown_without_control_characters_and_cut_when_long() {
+        let mut files = Files::new();
+        let long = format!(
+            "deny from {}$target{}\n",
+            "x".repeat(5_000),
+            "y".repeat(5_000)
+        );
+        let text = format!("allow\u{1b}[2J tcp\n{long}");
+        let id = files.add("p.pf", text.as_str());
+        let at = text.find("$target").unwrap();
+        let diagnostics = [
+            Diagnostic::new(Code::Syntax, "here", Label::new(id, Span::new(0, 5), "a")),
+            Diagnostic::new(
+                Code::UnknownConst,
+                "there",
+                Label::new(id, Span::new(at, at + 7), "b"),
+            ),
+        ];
+        let out = human(&files, &diagnostics, false);
+        assert!(!out.contains('\u{1b}'), "{out}");
+        assert!(out.contains("allow?[2J tcp"), "{out}");
+        let shown = out.lines().find(|l| l.contains("$target")).unwrap();
+        assert!(shown.len() < 300, "{shown}");
+        assert!(shown.contains("deny from xxx") && shown.contains("x…x") && shown.ends_with("yy…"));
+        // The true line and column of the cut line.
+        assert!(
+            out.contains(&format!("p.pf:2:{}", at - text.find("deny").unwrap() + 1)),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn columns_on_long_lines_agree_with_counting() {
+        let mut files = Files::new();
+        let text = format!("a\n{}\nb", "é1ü€x".repeat(400));
+        let id = files.add("x", text.as_str());
+        let mut columns = Columns::new(&files.get(id).text);
+        for offset in 0..=text.len() + 2 {
+            assert_eq!(
+                columns.line_col(offset),
+                files.line_col(id, offset),
+                "offset {offset}"
+            );
+        }
     }
 
     #[test]

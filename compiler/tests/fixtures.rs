@@ -21,11 +21,22 @@ fn fixtures_dir() -> PathBuf {
 
 /// Reads table files relative to the fixtures directory and names them
 /// `fixtures/PATH`, so snapshots do not depend on where the tree lives.
+/// Like the CLI's loader, only regular files inside the fixtures directory:
+/// a fixture naming `/dev/zero` must not hang the test.
 struct FixtureLoader;
 
 impl TableLoader for FixtureLoader {
     fn load(&self, _policy_name: &str, path: &str) -> Result<LoadedFile, String> {
-        match fs::read_to_string(fixtures_dir().join(path)) {
+        let resolved = fixtures_dir().join(path);
+        let inside = fs::canonicalize(&resolved)
+            .is_ok_and(|real| fs::canonicalize(fixtures_dir()).is_ok_and(|d| real.starts_with(d)));
+        if !inside {
+            return Err("outside the policy's directory".to_string());
+        }
+        if !fs::metadata(&resolved).is_ok_and(|m| m.is_file()) {
+            return Err("not a regular file".to_string());
+        }
+        match fs::read_to_string(resolved) {
             Ok(text) => Ok(LoadedFile {
                 name: format!("fixtures/{path}"),
                 text,

@@ -4,8 +4,12 @@
 //! whatever the input: it all runs on user-written text.
 //!
 //! Tables come from [`MemoryTables`], which serves a few small files (one
-//! with a bad line) by name and errors for every other path, so the table
-//! paths of the seed corpus (policies/, compiler fixtures) resolve too.
+//! with a bad line, one that may not be quoted) by name and errors for
+//! every other path (`/dev/zero` included: nothing is read from disk), so
+//! the table paths of the seed corpus (policies/, compiler fixtures)
+//! resolve too. The seeds include the hostile shapes of the fixtures (long
+//! const chains, doubling consts, a huge identifier, 62,501 rules): the
+//! limits of docs/language.md keep each run bounded.
 
 #![no_main]
 
@@ -32,6 +36,9 @@ const TABLES: &[(&str, &str)] = &[
     ("empty.txt", ""),
     // A bad line and a host-bits CIDR: the error and warning paths.
     ("bad.txt", "192.0.2.1\nnot-an-address\n10.1.2.3/8\n"),
+    // Served as if from outside the policy's directory (`--allow-path`):
+    // its bad lines are reported without quoting it.
+    ("outside.txt", "192.0.2.1\nSECRET=x\n\u{1b}[2J\n"),
 ];
 
 struct MemoryTables;
@@ -48,6 +55,10 @@ impl TableLoader for MemoryTables {
             })
             .ok_or_else(|| format!("{path}: no such file"))
     }
+
+    fn may_quote(&self, _policy_name: &str, file: &LoadedFile) -> bool {
+        file.name != "tables/outside.txt"
+    }
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -56,8 +67,10 @@ fuzz_target!(|data: &[u8]| {
     let file = files.add("fuzz.pf", source.into_owned());
     let checked = check(&mut files, file, &MemoryTables);
     // Rendering indexes into the source by span: a bad span panics here.
-    let _ = render::human(&files, &checked.diagnostics, false);
-    let _ = render::json_lines(&files, &checked.diagnostics);
+    let human = render::human(&files, &checked.diagnostics, false);
+    let json = render::json_lines(&files, &checked.diagnostics);
+    // A file that may not be quoted never is.
+    assert!(!human.contains("SECRET") && !json.contains("SECRET"));
     if checked.policy.is_some() {
         assert!(
             !checked.has_errors(),

@@ -125,6 +125,20 @@ pub fn filter_installed(pins: &crate::install::Pins) -> bool {
     pins.prog(ProgramKind::Tc).exists() && !pins.tc_link().exists()
 }
 
+/// Removes the egress filter of the policy pinned at `pins`, if it runs
+/// one (its interface read from the pinned XDP link): before the pins go,
+/// since nothing else would take the filter down.
+pub fn remove_filter_of(pins: &crate::install::Pins) {
+    use std::os::fd::AsFd as _;
+    if filter_installed(pins)
+        && let Ok(link) = sys::obj_get(&pins.xdp_link())
+        && let Ok(info) = sys::link_info(link.as_fd())
+        && info.ifindex != 0
+    {
+        let _ = remove_filter(info.ifindex);
+    }
+}
+
 fn filter_message(kind: u16, flags: u16, ifindex: u32) -> Message {
     let info = (u32::from(FILTER_PRIORITY) << 16) | u32::from(ETH_P_ALL.to_be());
     let mut message = Message::new(kind, flags, ifindex, FILTER_HANDLE, CLSACT_EGRESS, info);

@@ -17,6 +17,20 @@
 //! against the entries the kernel holds, with a best-effort restore on
 //! failure.
 //!
+//! Crash consistency: [`install`] calls [`Hooks::before_swap`] once the
+//! new object is loaded and before the first pin or link changes, with an
+//! [`Intent`] naming the programs before and after (kernel ids); the
+//! caller records it durably. A process killed anywhere after that leaves
+//! a state [`recover`] finishes from the kernel's truth: if the XDP link
+//! runs the new program, the tc link is brought to the new one too and
+//! the staged pins are published (roll forward); otherwise the tc link is
+//! put back and the staged pins go (roll back). The pins are published
+//! only after the links are updated and [`Hooks::after_swap`] ran (the
+//! counter carry-over), `maps_new/` replacing `maps/` through two renames
+//! whose every intermediate state [`recover`] can tell apart. Readers that
+//! must not act on a stale pin check it with [`live_map`]. Every mutating
+//! step first calls [`crate::fault::point`] (kill-point tests).
+//!
 //! Serialising concurrent installs (a lock) is the caller's job: bpffs
 //! holds no regular files.
 
@@ -240,6 +254,10 @@ fn named_netns() -> Option<String> {
 }
 
 fn create_dir(path: &Path) -> Result<(), RuntimeError> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    crate::fault::point("mkdir");
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -249,28 +267,30 @@ fn create_dir(path: &Path) -> Result<(), RuntimeError> {
 
 fn pin(fd: BorrowedFd<'_>, path: &Path) -> Result<(), RuntimeError> {
     // A leftover staging pin from a crashed run would make pinning fail.
-    let _ = std::fs::remove_file(path);
+    remove_file(path);
+    crate::fault::point("pin");
     sys::obj_pin(fd, path).map_err(|error| RuntimeError::Io {
         context: "pinning",
         error: io::Error::new(error.kind(), format!("{}: {error}", path.display())),
     })
 }
 
-/// Pins the object's programs and maps at `prog`-style paths under
-/// `pins`, staged (`_new`) or final.
-fn pin_object(
-    loaded: &Loaded,
-    pins: &Pins,
-    staged: bool,
-    skip: &[String],
-) -> Result<(), RuntimeError> {
+/// Removes a file if it is there (a fault point only when it is).
+fn remove_file(path: &Path) {
+    if std::fs::symlink_metadata(path).is_ok() {
+        crate::fault::point("unlink");
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// Pins the object's programs and maps (state maps taken over from the
+/// running policy too: a second pin of the same map) at `prog`-style
+/// paths under `pins`, staged (`_new`) or final.
+fn pin_object(loaded: &Loaded, pins: &Pins, staged: bool) -> Result<(), RuntimeError> {
     let name = |path: PathBuf| if staged { Pins::staged(&path) } else { path };
     let maps_dir = name(pins.maps_dir());
     create_dir(&maps_dir)?;
     for map in loaded.map_names() {
-        if skip.iter().any(|s| s == map) {
-            continue;
-        }
         if let Some(fd) = loaded.map_fd(map) {
             pin(fd, &maps_dir.join(map))?;
         }
@@ -284,19 +304,13 @@ fn pin_object(
 }
 
 /// Removes every file of `dir` and `dir` itself (pins only: unpinning a
-/// link detaches it once no descriptor holds it).
+/// link detaches it once no descriptor holds it), following no symlink
+/// (`crate::host::dirs`).
 fn remove_dir_pins(dir: &Path) {
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                remove_dir_pins(&path);
-            } else {
-                let _ = std::fs::remove_file(&path);
-            }
-        }
+    if dir.symlink_metadata().is_ok() {
+        crate::fault::point("remove tree");
+        let _ = crate::host::dirs::remove_path_tree(dir);
     }
-    let _ = std::fs::remove_dir(dir);
 }
 
 /// Whether the pinned XDP link lost its interface (the kernel reports
@@ -307,12 +321,29 @@ fn link_severed(pins: &Pins) -> bool {
         .is_ok_and(|info| info.ifindex == 0)
 }
 
+/// Where the replaced policy's maps go between the two renames that
+/// publish the new ones.
+fn old_maps_dir(pins: &Pins) -> PathBuf {
+    pins.dir.join("maps_old")
+}
+
 fn remove_staged(pins: &Pins) {
     remove_dir_pins(&Pins::staged(&pins.maps_dir()));
     for kind in [ProgramKind::Xdp, ProgramKind::Tc] {
-        let _ = std::fs::remove_file(Pins::staged(&pins.prog(kind)));
+        remove_file(&Pins::staged(&pins.prog(kind)));
     }
-    let _ = std::fs::remove_file(Pins::staged(&pins.tc_link()));
+    remove_file(&Pins::staged(&pins.tc_link()));
+}
+
+/// Removes staging pins (`maps_new/`, `prog_new`, `prog_tc_new`,
+/// `link_tc_new`) left by a run killed before its swap, when no
+/// transaction names them (the caller knows): they are never live.
+pub fn clean_staged(pins: &Pins) {
+    if pins.maps_dir().exists() && old_maps_dir(pins).exists() {
+        // Killed after publishing: the old maps are leftovers too.
+        remove_dir_pins(&old_maps_dir(pins));
+    }
+    remove_staged(pins);
 }
 
 fn attach_xdp(
@@ -321,7 +352,10 @@ fn attach_xdp(
     mode: XdpMode,
 ) -> Result<(OwnedFd, Attached, Option<String>), RuntimeError> {
     crate::features::current().require(crate::features::Feature::XdpLink)?;
-    let create = |flags| sys::link_create(prog, ifindex, attach_type::XDP, flags);
+    let create = |flags| {
+        crate::fault::point("link_create xdp");
+        sys::link_create(prog, ifindex, attach_type::XDP, flags)
+    };
     let attach_err = |error| RuntimeError::Io {
         context: "attaching the XDP program",
         error,
@@ -345,6 +379,7 @@ fn attach_xdp(
 /// A tcx link to pin, or `None` for a `clsact` filter (no tcx: see
 /// [`crate::attach`]).
 fn attach_tc(prog: BorrowedFd<'_>, ifindex: u32) -> Result<Option<OwnedFd>, RuntimeError> {
+    crate::fault::point("link_create tc");
     Ok(match crate::attach::egress(prog, ifindex)? {
         crate::attach::Egress::Link(link) => Some(link),
         crate::attach::Egress::Filter => None,
@@ -371,6 +406,48 @@ fn reusable_state(object: &Object, pins: &Pins) -> (Vec<(String, PathBuf)>, Vec<
     (reuse, reset)
 }
 
+/// What an install is about to do, in kernel program ids: what a crash
+/// recovery needs to tell whether the swap happened ([`recover`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Intent {
+    /// No policy runs before (a fresh attachment, pins made from scratch).
+    pub fresh: bool,
+    pub new_xdp: u32,
+    pub new_tc: Option<u32>,
+    /// The running programs (`None` on a fresh attachment).
+    pub old_xdp: Option<u32>,
+    pub old_tc: Option<u32>,
+}
+
+/// What the caller does at the two points of an install that matter for
+/// crash consistency.
+pub trait Hooks {
+    /// The new object is loaded, nothing is pinned or attached yet:
+    /// record `intent` durably (an error aborts the install, nothing
+    /// changed). The new maps are not in use yet: writes to them (the
+    /// counters carried over) are private.
+    fn before_swap(&mut self, loaded: &Loaded, intent: &Intent) -> Result<(), RuntimeError>;
+    /// A replace swapped the programs; the new pins are not published yet
+    /// (readers of the pins still see the old, now frozen, maps).
+    fn after_swap(&mut self, _loaded: &Loaded) {}
+}
+
+/// [`Hooks`] that do nothing (tests, benchmarks).
+pub struct NoHooks;
+
+impl Hooks for NoHooks {
+    fn before_swap(&mut self, _: &Loaded, _: &Intent) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+}
+
+/// The program id of a pinned link, when its interface is still there.
+fn running_prog(link: &Path) -> Option<u32> {
+    pinned_link(link)
+        .filter(|info| info.ifindex != 0)
+        .map(|info| info.prog_id)
+}
+
 /// Loads `object` and attaches it to interface `ifindex`, or replaces the
 /// policy already installed at `pins` (see the module documentation).
 pub fn install(
@@ -378,17 +455,15 @@ pub fn install(
     ifindex: u32,
     mode: XdpMode,
     pins: &Pins,
+    hooks: &mut dyn Hooks,
 ) -> Result<Installed, RuntimeError> {
     ensure_bpffs(&pins.dir)?;
     create_dir(&pins.dir)?;
-    if pins.installed() && link_severed(pins) {
-        // The interface the policy was attached to is gone (deleted, maybe
-        // re-created under the same name): nothing runs, so there is
-        // nothing to swap; clear the dead pins and attach afresh.
-        remove_dir_pins(&pins.dir);
-        create_dir(&pins.dir)?;
-    }
-    let replacing = pins.installed();
+    // The interface the policy was attached to is gone (deleted, maybe
+    // re-created under the same name): nothing runs, so there is nothing
+    // to swap; the dead pins are cleared and the policy attached afresh.
+    let severed = pins.installed() && link_severed(pins);
+    let replacing = pins.installed() && !severed;
     let (reuse, reset) = if replacing {
         reusable_state(object, pins)
     } else {
@@ -405,7 +480,31 @@ pub fn install(
         .ok_or(RuntimeError::NoProgram {
             kind: ProgramKind::Xdp,
         })?;
+    let prog_id = |fd: BorrowedFd<'_>| sys::prog_id(fd).map_err(io_err("reading a program id"));
+    let intent = Intent {
+        fresh: !replacing,
+        new_xdp: prog_id(xdp)?,
+        new_tc: loaded
+            .program_fd(ProgramKind::Tc)
+            .map(prog_id)
+            .transpose()?,
+        old_xdp: if replacing {
+            running_prog(&pins.xdp_link())
+        } else {
+            None
+        },
+        old_tc: if replacing {
+            running_prog(&pins.tc_link())
+        } else {
+            None
+        },
+    };
+    hooks.before_swap(&loaded, &intent)?;
     if !replacing {
+        if severed {
+            remove_dir_pins(&pins.dir);
+            create_dir(&pins.dir)?;
+        }
         let result = fresh_attach(&loaded, xdp, ifindex, mode, pins);
         return match result {
             Ok((attached, fallback)) => Ok(Installed {
@@ -423,7 +522,7 @@ pub fn install(
             }
         };
     }
-    let swap_time = match swap(&loaded, xdp, ifindex, pins, &reused) {
+    let swap_time = match swap(&loaded, xdp, ifindex, pins, hooks) {
         Ok(time) => time,
         Err(error) => {
             remove_staged(pins);
@@ -448,7 +547,7 @@ fn fresh_attach(
     mode: XdpMode,
     pins: &Pins,
 ) -> Result<(Attached, Option<String>), RuntimeError> {
-    pin_object(loaded, pins, false, &[])?;
+    pin_object(loaded, pins, false)?;
     // tc first: a policy that cannot see its own replies must not start
     // filtering (established replies would be dropped).
     let tc_link = match loaded.program_fd(ProgramKind::Tc) {
@@ -468,11 +567,14 @@ fn fresh_attach(
     if let Some(link) = &tc_link {
         pin(link.as_fd(), &pins.tc_link())?;
     }
+    // The commit point of a fresh attachment: [`recover`] keeps a policy
+    // whose XDP link is pinned and removes one whose is not.
     pin(xdp_link.as_fd(), &pins.xdp_link())?;
     Ok((attached, fallback))
 }
 
 fn rename(from: &Path, to: &Path) -> Result<(), RuntimeError> {
+    crate::fault::point("rename");
     std::fs::rename(from, to).map_err(|error| RuntimeError::Io {
         context: "moving a pin into place",
         error: io::Error::new(
@@ -482,19 +584,25 @@ fn rename(from: &Path, to: &Path) -> Result<(), RuntimeError> {
     })
 }
 
-/// Replacement: stage the new pins, swap the programs, move the pins.
-/// Returns how long the swap itself took.
+fn link_update(link: BorrowedFd<'_>, prog: BorrowedFd<'_>, what: &str) -> io::Result<()> {
+    crate::fault::point(what);
+    sys::link_update(link, prog)
+}
+
+/// Replacement: stage the new pins, swap the programs (XDP, then tc),
+/// let the caller carry state over, publish the pins. Returns how long
+/// the swap itself took.
 fn swap(
     loaded: &Loaded,
     xdp: BorrowedFd<'_>,
     ifindex: u32,
     pins: &Pins,
-    reused: &[String],
+    hooks: &mut dyn Hooks,
 ) -> Result<std::time::Duration, RuntimeError> {
     // Staging pins left by a replace that crashed half-way would otherwise
     // be renamed over the live ones (e.g. a stale `maps_new/ct_v4`).
-    remove_staged(pins);
-    pin_object(loaded, pins, true, reused)?;
+    clean_staged(pins);
+    pin_object(loaded, pins, true)?;
     let xdp_link = sys::obj_get(&pins.xdp_link()).map_err(io_err("opening the pinned XDP link"))?;
     let old_xdp = sys::obj_get(&pins.prog(ProgramKind::Xdp))
         .map_err(io_err("opening the running XDP program"))?;
@@ -505,18 +613,13 @@ fn swap(
     // replaces the old program in place (before the XDP swap, as a new
     // tcx link would be created before it).
     let old_filter = crate::attach::filter_installed(pins);
-    let new_tc_link = match (loaded.program_fd(ProgramKind::Tc), &old_tc_link) {
-        (Some(tc), None) => match attach_tc(tc, ifindex)? {
-            Some(link) => {
-                pin(link.as_fd(), &Pins::staged(&pins.tc_link()))?;
-                Some(link)
-            }
-            None => None,
-        },
-        _ => None,
-    };
+    if let (Some(tc), None) = (loaded.program_fd(ProgramKind::Tc), &old_tc_link)
+        && let Some(link) = attach_tc(tc, ifindex)?
+    {
+        pin(link.as_fd(), &Pins::staged(&pins.tc_link()))?;
+    }
     let swap_started = std::time::Instant::now();
-    if let Err(error) = sys::link_update(xdp_link.as_fd(), xdp) {
+    if let Err(error) = link_update(xdp_link.as_fd(), xdp, "link_update xdp") {
         if old_filter && let Ok(old) = sys::obj_get(&pins.prog(ProgramKind::Tc)) {
             // The old policy keeps running: its egress program too.
             let _ = crate::attach::set_filter(old.as_fd(), ifindex);
@@ -524,28 +627,40 @@ fn swap(
         return Err(io_err("swapping the XDP program")(error));
     }
     if let (Some(tc), Some(link)) = (loaded.program_fd(ProgramKind::Tc), &old_tc_link)
-        && let Err(error) = sys::link_update(link.as_fd(), tc)
+        && let Err(error) = link_update(link.as_fd(), tc, "link_update tc")
     {
         // Put the old XDP program back: the old policy keeps running.
-        let _ = sys::link_update(xdp_link.as_fd(), old_xdp.as_fd());
+        let _ = link_update(xdp_link.as_fd(), old_xdp.as_fd(), "link_update xdp back");
         return Err(RuntimeError::Io {
             context: "swapping the tc egress program",
             error,
         });
     }
     let swap_time = swap_started.elapsed();
-    // The swap is done: from here on only pins move.
-    if new_tc_link.is_some() {
-        rename(&Pins::staged(&pins.tc_link()), &pins.tc_link())?;
-    }
-    if old_tc_link.is_some() && loaded.program_fd(ProgramKind::Tc).is_none() {
-        // The new policy has no egress program: unpinning detaches it.
-        let _ = std::fs::remove_file(pins.tc_link());
-        let _ = std::fs::remove_file(pins.prog(ProgramKind::Tc));
-    }
+    hooks.after_swap(loaded);
     if old_filter && loaded.program_fd(ProgramKind::Tc).is_none() {
+        // The new policy has no egress program: the old filter goes.
         let _ = crate::attach::remove_filter(ifindex);
-        let _ = std::fs::remove_file(pins.prog(ProgramKind::Tc));
+    }
+    // The swap is done: from here on only pins move.
+    publish(pins, loaded.program_fd(ProgramKind::Tc).is_some())?;
+    Ok(swap_time)
+}
+
+/// Moves the staged pins of a swapped replace to their final names.
+/// Idempotent, and every state a kill leaves in between is one it
+/// continues from: `maps_new/` and `maps/` (nothing moved yet),
+/// `maps_new/` and `maps_old/` (between the renames), `maps/` and
+/// `maps_old/` (maps published).
+fn publish(pins: &Pins, has_tc: bool) -> Result<(), RuntimeError> {
+    let staged_maps = Pins::staged(&pins.maps_dir());
+    let old_maps = old_maps_dir(pins);
+    if staged_maps.exists() {
+        if pins.maps_dir().exists() {
+            remove_dir_pins(&old_maps);
+            rename(&pins.maps_dir(), &old_maps)?;
+        }
+        rename(&staged_maps, &pins.maps_dir())?;
     }
     for kind in [ProgramKind::Xdp, ProgramKind::Tc] {
         let staged = Pins::staged(&pins.prog(kind));
@@ -553,39 +668,155 @@ fn swap(
             rename(&staged, &pins.prog(kind))?;
         }
     }
-    // Maps of the old policy that the new one does not reuse go away.
-    if let Ok(entries) = std::fs::read_dir(pins.maps_dir()) {
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            if !reused.iter().any(|r| name.as_os_str() == r.as_str()) {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
+    let staged_tc_link = Pins::staged(&pins.tc_link());
+    if staged_tc_link.exists() {
+        rename(&staged_tc_link, &pins.tc_link())?;
     }
-    let staged_maps = Pins::staged(&pins.maps_dir());
-    if let Ok(entries) = std::fs::read_dir(&staged_maps) {
-        for entry in entries.flatten() {
-            rename(&entry.path(), &pins.maps_dir().join(entry.file_name()))?;
-        }
+    if !has_tc {
+        // The new policy has no egress program: unpinning detaches the
+        // old one.
+        remove_file(&pins.tc_link());
+        remove_file(&pins.prog(ProgramKind::Tc));
     }
-    let _ = std::fs::remove_dir(&staged_maps);
-    Ok(swap_time)
+    // The replaced policy's maps (state maps live on in `maps/`).
+    remove_dir_pins(&old_maps);
+    Ok(())
 }
 
-/// Detaches the policy installed at `pins` and removes every pin.
-/// `false` when nothing was installed there.
-pub fn uninstall(pins: &Pins) -> bool {
-    let existed = pins.dir.exists();
-    if crate::attach::filter_installed(pins)
-        && let Ok(link) = sys::obj_get(&pins.xdp_link())
-        && let Ok(info) = sys::link_info(link.as_fd())
-        && info.ifindex != 0
-    {
-        let _ = crate::attach::remove_filter(info.ifindex);
+/// How [`recover`] finished an interrupted install.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recovered {
+    /// The new policy runs: its pins are published.
+    Forward,
+    /// The previous policy (or none) runs: the new one's pins are gone.
+    Back,
+}
+
+/// Finishes an install interrupted after [`Hooks::before_swap`] recorded
+/// `intent`, from what the kernel runs (see the module documentation).
+pub fn recover(pins: &Pins, intent: &Intent) -> Result<Recovered, RuntimeError> {
+    let running = running_prog(&pins.xdp_link());
+    if running == Some(intent.new_xdp) {
+        let tc_running = running_prog(&pins.tc_link());
+        if let Some(new_tc) = intent.new_tc
+            && tc_running != Some(new_tc)
+            && !Pins::staged(&pins.tc_link()).exists()
+        {
+            // XDP was swapped, tc not: the pair is half-done. The new tc
+            // program is pinned (staged, or final once renamed).
+            let staged = Pins::staged(&pins.prog(ProgramKind::Tc));
+            let prog_path = if staged.exists() {
+                staged
+            } else {
+                pins.prog(ProgramKind::Tc)
+            };
+            let prog = sys::obj_get(&prog_path).map_err(io_err("opening the new tc program"))?;
+            match sys::obj_get(&pins.tc_link()) {
+                Ok(link) => link_update(link.as_fd(), prog.as_fd(), "link_update tc")
+                    .map_err(io_err("swapping the tc egress program"))?,
+                Err(_) => {
+                    let ifindex = pinned_link(&pins.xdp_link()).map_or(0, |l| l.ifindex);
+                    // Without tcx this sets the filter to the new program.
+                    if let Some(link) = attach_tc(prog.as_fd(), ifindex)? {
+                        pin(link.as_fd(), &pins.tc_link())?;
+                    }
+                }
+            }
+        }
+        if !intent.fresh {
+            publish(pins, intent.new_tc.is_some())?;
+        }
+        return Ok(Recovered::Forward);
     }
+    if intent.fresh {
+        // Nothing was attached before; what this install pinned goes
+        // (an unpinned tc link detaches).
+        remove_dir_pins(&pins.dir);
+        return Ok(Recovered::Back);
+    }
+    // The old XDP program runs: the tc link must run the old one too.
+    if let Some(old_tc) = intent.old_tc
+        && running_prog(&pins.tc_link()).is_some_and(|id| id != old_tc)
+    {
+        let prog = sys::obj_get(&pins.prog(ProgramKind::Tc))
+            .map_err(io_err("opening the running tc program"))?;
+        let link = sys::obj_get(&pins.tc_link()).map_err(io_err("opening the pinned tc link"))?;
+        link_update(link.as_fd(), prog.as_fd(), "link_update tc back")
+            .map_err(io_err("putting the tc egress program back"))?;
+    }
+    if intent.old_tc.is_some()
+        && crate::attach::filter_installed(pins)
+        && let Ok(prog) = sys::obj_get(&pins.prog(ProgramKind::Tc))
+        && let Some(link) = pinned_link(&pins.xdp_link())
+        && link.ifindex != 0
+    {
+        // Without tcx: the old egress program back into the filter (the
+        // new one may have replaced it before the XDP swap).
+        crate::attach::set_filter(prog.as_fd(), link.ifindex)?;
+    }
+    remove_staged(pins);
+    Ok(Recovered::Back)
+}
+
+/// The ids of the maps the programs attached through `pins` use (XDP and
+/// tc): empty when nothing runs.
+pub fn live_map_ids(pins: &Pins) -> Vec<u32> {
+    [pins.xdp_link(), pins.tc_link()]
+        .iter()
+        .filter_map(|link| running_prog(link))
+        .filter_map(|id| sys::prog_by_id(id).ok())
+        .filter_map(|prog| sys::prog_map_ids(prog.as_fd()).ok())
+        .flatten()
+        .collect()
+}
+
+/// Opens map `name` pinned at `pins` (read-only for readers) and checks
+/// that the running programs use it: a pin left by an interrupted replace
+/// is an error, never a silent write to (or read of) a dead map.
+pub fn live_map(pins: &Pins, name: &str, readonly: bool) -> Result<OwnedFd, RuntimeError> {
+    let path = pins.map(name);
+    let fd = if readonly {
+        open_map_readonly(&path)?
+    } else {
+        open_map(&path)?
+    };
+    let id = sys::map_info(fd.as_fd())
+        .map_err(io_err("reading map info"))?
+        .id;
+    let live = live_map_ids(pins);
+    if live.is_empty() {
+        return Err(RuntimeError::Io {
+            context: "opening a pinned map",
+            error: io::Error::other(format!(
+                "{}: no program runs through these pins (the policy is not attached; see \
+                 `patronusc status`)",
+                path.display()
+            )),
+        });
+    }
+    if !live.contains(&id) {
+        return Err(RuntimeError::Io {
+            context: "opening a pinned map",
+            error: io::Error::other(format!(
+                "{} is not a map of the running program (a stale pin: run any patronusc \
+                 command on the interface as root to repair it)",
+                path.display()
+            )),
+        });
+    }
+    Ok(fd)
+}
+
+/// Detaches the policy installed at `pins` and removes every pin,
+/// following no symlink; best effort (cleanup of a failed load, tests).
+/// `false` when nothing was installed there. `patronusc unload` uses
+/// [`crate::host::Roots::remove_pins`], which reports what remains.
+pub fn uninstall(pins: &Pins) -> bool {
+    let existed = pins.dir.symlink_metadata().is_ok();
+    crate::attach::remove_filter_of(pins);
     // Links first: the interface is unfiltered from here on.
-    let _ = std::fs::remove_file(pins.xdp_link());
-    let _ = std::fs::remove_file(pins.tc_link());
+    remove_file(&pins.xdp_link());
+    remove_file(&pins.tc_link());
     remove_dir_pins(&pins.dir);
     existed
 }
@@ -597,7 +828,7 @@ pub fn load_pinned(object: &Object, dir: &Path) -> Result<Loaded, RuntimeError> 
     let pins = Pins::new(dir);
     create_dir(dir)?;
     let loaded = Loaded::load_object(object)?;
-    if let Err(error) = pin_object(&loaded, &pins, false, &[]) {
+    if let Err(error) = pin_object(&loaded, &pins, false) {
         remove_dir_pins(dir);
         return Err(error);
     }
@@ -861,6 +1092,7 @@ fn write_entries<'e>(
             keys.extend_from_slice(k);
             values.extend_from_slice(v);
         }
+        crate::fault::point("map update batch");
         match sys::map_update_batch(fd, &keys, &values, chunk.len() as u32) {
             Ok(()) => done += chunk.len(),
             Err((error, 0))
@@ -876,6 +1108,7 @@ fn write_entries<'e>(
         }
     }
     for (k, v) in &all[done..] {
+        crate::fault::point("map update");
         sys::map_update_elem(fd, k, v).map_err(|e| (e, done))?;
         done += 1;
     }
@@ -894,6 +1127,7 @@ fn delete_keys(fd: BorrowedFd<'_>, all: &[&[u8]]) -> Result<(), (io::Error, usiz
         for k in chunk {
             keys.extend_from_slice(k);
         }
+        crate::fault::point("map delete batch");
         match sys::map_delete_batch(fd, &keys, chunk.len() as u32) {
             Ok(()) => done += chunk.len(),
             // Not supported, or a key vanished: finish one by one.
@@ -904,6 +1138,7 @@ fn delete_keys(fd: BorrowedFd<'_>, all: &[&[u8]]) -> Result<(), (io::Error, usiz
         }
     }
     for k in &all[done..] {
+        crate::fault::point("map delete");
         sys::map_delete_elem(fd, k).map_err(|e| (e, done))?;
         done += 1;
     }
@@ -1018,6 +1253,7 @@ pub fn update_in_place(
         progress[i].0 = d.upserts.len();
     }
     for (image, fd, info) in &mapped {
+        crate::fault::point("rewrite mapped array");
         match crate::mapped::rewrite_runs(&image.name, fd.as_fd(), info, &image.entries) {
             Ok(changed) => {
                 done.changed += changed;

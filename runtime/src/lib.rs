@@ -6,6 +6,8 @@
 //!   and state resets.
 //! - [`install`]: attaching a policy to an interface (XDP + tcx egress
 //!   links pinned on bpffs), atomic replacement, pinned counters, removal.
+//! - [`host`]: the pin and state directories of each interface (validated
+//!   names, root-owned 0700 directories used through verified descriptors).
 //! - [`events`]: `log` events from a pinned ring buffer.
 //! - [`probe`]: whether this process can load and test-run programs at all.
 //! - [`attach`]: the egress program as a tcx link or, without tcx, a
@@ -22,7 +24,9 @@
 pub mod attach;
 pub mod error;
 pub mod events;
+pub mod fault;
 pub mod features;
+pub mod host;
 pub mod install;
 pub mod loaded;
 pub mod mapped;

@@ -19,6 +19,7 @@ const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
+const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
@@ -587,6 +588,46 @@ pub fn prog_id(prog: BorrowedFd<'_>) -> io::Result<u32> {
     // SAFETY: info has the stated length.
     unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)? };
     Ok(info[1])
+}
+
+/// Opens a loaded program by its kernel id (`BPF_PROG_GET_FD_BY_ID`).
+pub fn prog_by_id(id: u32) -> io::Result<OwnedFd> {
+    // `prog_id`, `next_id`, `open_flags`.
+    let mut attr = [id, 0u32, 0u32];
+    // SAFETY: an attribute without pointers.
+    let fd = unsafe { bpf(BPF_PROG_GET_FD_BY_ID, &mut attr)? };
+    // SAFETY: the kernel returned a fresh descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// The ids of the maps a loaded program uses (`bpf_prog_info.map_ids`):
+/// how a reader tells a live map from a stale pin.
+pub fn prog_map_ids(prog: BorrowedFd<'_>) -> io::Result<Vec<u32>> {
+    // `bpf_prog_info` up to `map_ids`: nr_map_ids at byte 52, the
+    // pointer at 56.
+    let mut info = [0u8; 64];
+    let mut attr = InfoAttr {
+        bpf_fd: prog.as_raw_fd() as u32,
+        info_len: 64,
+        info: ptr(info.as_mut_ptr()),
+    };
+    // SAFETY: info has the stated length; map_ids is null (count only).
+    unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)? };
+    let count = u32::from_ne_bytes([info[52], info[53], info[54], info[55]]);
+    let mut ids = vec![0u32; count as usize];
+    let mut info = [0u8; 64];
+    info[52..56].copy_from_slice(&count.to_ne_bytes());
+    info[56..64].copy_from_slice(&ptr(ids.as_mut_ptr()).to_ne_bytes());
+    let mut attr = InfoAttr {
+        bpf_fd: prog.as_raw_fd() as u32,
+        info_len: 64,
+        info: ptr(info.as_mut_ptr()),
+    };
+    // SAFETY: map_ids points at `count` u32s that outlive the call.
+    unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)? };
+    let written = u32::from_ne_bytes([info[52], info[53], info[54], info[55]]);
+    ids.truncate(written.min(count) as usize);
+    Ok(ids)
 }
 
 #[cfg(test)]

@@ -151,6 +151,13 @@ fn failed_applies_leave_the_running_policy_enforcing() {
     // 4. A pin root that is not on bpffs (a plain directory).
     let not_bpffs = setup.state_root.join("not-bpffs");
     std::fs::create_dir_all(&not_bpffs).expect("creating the directory");
+    // Root's and 0700, as patronusc trusts a pin root: what is refused here
+    // is the file system alone.
+    std::fs::set_permissions(
+        &not_bpffs,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .expect("chmod 0700");
     let state_root = setup.state_root.display().to_string();
     let message = setup
         .try_patronusc(&[

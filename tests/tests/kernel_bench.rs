@@ -1,90 +1,20 @@
-//! The benchmark's frames through the compiled reference policy in the
-//! kernel: `bench/pkts/gen.py` writes the 15 benchmark packets (their
-//! first-run verdicts in `packets.tsv`) and the edge cases (`edge.tsv`);
-//! like the benchmark harness, the established flows of `flows.txt` are set
-//! up first, here by sending the host's side of each through the egress
-//! program. Every kernel verdict must be the expected one, and the
-//! reference interpreter, fed the same sequence, must agree.
+//! The benchmark corpus through the compiled reference policy in the
+//! kernel: `patronus_compiler::corpus` holds the 15 benchmark packets (with
+//! their first-run verdicts) and the edge cases, `benches/reference.pf` the
+//! policy (its blocklist the corpus's 1,000-prefix one, written to a
+//! temporary directory). Like the benchmark, the corpus's established
+//! flows are set up first, here by sending the host's side of each through
+//! the egress program. Every kernel verdict must be the expected one, and
+//! the reference interpreter, fed the same sequence, must agree.
 
 mod kernel_support;
 
-use std::net::IpAddr;
-use std::path::{Path, PathBuf};
-
 use kernel_support::{TempDir, check_policy, kernel_or_skip, load};
 use patronus_codegen::insn::kernel::xdp_action;
+use patronus_compiler::corpus;
 use patronus_compiler::interp::Interpreter;
-use patronus_compiler::packet;
-use patronus_compiler::typed::{Packet, Policy};
+use patronus_compiler::typed::Policy;
 use patronus_grammar::ast::Verdict;
-
-fn bench_dir() -> PathBuf {
-    // shared/ sits beside the repository.
-    let candidates = [
-        kernel_support::root().join("../shared/bench"),
-        PathBuf::from("/work/shared/bench"),
-    ];
-    candidates
-        .into_iter()
-        .find(|p| p.join("pkts/gen.py").is_file())
-        .expect("shared/bench/pkts/gen.py beside the repository")
-}
-
-/// The TCP flags of the host's packet that sets up a pre-established flow:
-/// an ACK, as on a connection already under way.
-const FLOW_FLAGS: u8 = 0x10;
-
-/// `flows.txt`: `proto saddr sport daddr dport`, inbound direction. The
-/// host's side is the reverse.
-fn flow_frames(dir: &Path) -> Vec<Vec<u8>> {
-    let text = std::fs::read_to_string(dir.join("flows.txt")).expect("flows.txt");
-    text.lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            assert_eq!(f.len(), 5, "flows.txt line {line:?}");
-            let proto = match f[0] {
-                "tcp" => 6,
-                "udp" => 17,
-                other => panic!("flows.txt: protocol {other}"),
-            };
-            let parse_addr = |s: &str| s.parse::<IpAddr>().expect("flow address");
-            let parse_port = |s: &str| s.parse::<u16>().expect("flow port");
-            packet::build(&Packet {
-                proto,
-                src: parse_addr(f[3]),
-                dst: parse_addr(f[1]),
-                src_port: parse_port(f[4]),
-                dst_port: parse_port(f[2]),
-                tcp_flags: FLOW_FLAGS,
-                icmp_type: 0,
-                icmp_code: 0,
-                vlan: None,
-                repeat: 1,
-            })
-        })
-        .collect()
-}
-
-/// (name, expected verdict, frame) from a TSV whose first columns are
-/// name and verdict, frames in `dir/NAME.bin`.
-fn frames(dir: &Path, tsv: &str) -> Vec<(String, Verdict, Vec<u8>)> {
-    let text = std::fs::read_to_string(dir.join(tsv)).expect("tsv");
-    text.lines()
-        .skip(1)
-        .filter(|l| !l.trim().is_empty())
-        .map(|line| {
-            let cols: Vec<&str> = line.split('\t').collect();
-            let verdict = match cols.get(1).copied() {
-                Some("PASS") => Verdict::Pass,
-                Some("DROP") => Verdict::Drop,
-                other => panic!("{tsv}: verdict {other:?}"),
-            };
-            let frame = std::fs::read(dir.join(format!("{}.bin", cols[0]))).expect("frame");
-            (cols[0].to_owned(), verdict, frame)
-        })
-        .collect()
-}
 
 fn verdict_of(retval: u32) -> Option<Verdict> {
     match retval as i32 {
@@ -141,15 +71,21 @@ fn bench_frames_get_their_verdicts_in_the_kernel() {
     if !kernel_or_skip("bench_frames_get_their_verdicts_in_the_kernel") {
         return;
     }
-    let bench = bench_dir();
     let work = TempDir::new("bench");
+    // reference.pf names its table relative to itself: build/pkts/.
     let pkts = work.0.join("build/pkts");
-    let pkts_arg = pkts.display().to_string();
-    let gen_py = bench.join("pkts/gen.py").display().to_string();
-    kernel_support::run("python3", &[&gen_py, &pkts_arg]);
-    // reference.pf names its table relative to the bench directory.
+    std::fs::create_dir_all(&pkts).expect("creating build/pkts");
+    std::fs::write(
+        pkts.join("blocklist-1000.txt"),
+        corpus::blocklist_text(1000),
+    )
+    .expect("writing the blocklist");
     let policy_path = work.0.join("reference.pf");
-    std::fs::copy(bench.join("reference.pf"), &policy_path).expect("copying reference.pf");
+    std::fs::copy(
+        kernel_support::root().join("benches/reference.pf"),
+        &policy_path,
+    )
+    .expect("copying benches/reference.pf");
 
     let (_, policy) = check_policy(&policy_path);
     let mut kernel = load(&policy_path, &policy);
@@ -161,20 +97,17 @@ fn bench_frames_get_their_verdicts_in_the_kernel() {
             .stats(patronus_runtime::ProgramKind::Xdp)
             .and_then(|s| s.verified_insns)
     );
-    let flows = flow_frames(&pkts);
-    let mut problems = check_sequence(
-        "packets.tsv",
-        &policy,
-        &mut kernel,
-        &flows,
-        &frames(&pkts, "packets.tsv"),
-    );
-    problems.extend(check_sequence(
-        "edge.tsv",
-        &policy,
-        &mut kernel,
-        &flows,
-        &frames(&pkts.join("edge"), "edge.tsv"),
-    ));
+    let flows: Vec<Vec<u8>> = corpus::flows().iter().map(|f| f.host_frame()).collect();
+    let packets: Vec<_> = corpus::packets()
+        .into_iter()
+        .map(|c| (c.name.to_owned(), c.first, c.frame))
+        .collect();
+    let edges: Vec<_> = corpus::edge_cases()
+        .into_iter()
+        .map(|c| (c.name.to_owned(), c.expect, c.frame))
+        .collect();
+    assert_eq!((packets.len(), edges.len()), (15, 39), "corpus size");
+    let mut problems = check_sequence("packet", &policy, &mut kernel, &flows, &packets);
+    problems.extend(check_sequence("edge", &policy, &mut kernel, &flows, &edges));
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

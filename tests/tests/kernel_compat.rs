@@ -99,6 +99,7 @@ fn a_stateless_policy_loads_and_attaches_on_every_kernel() {
             ifindex,
             patronus_runtime::install::XdpMode::Generic,
             &pins,
+            &mut patronus_runtime::install::NoHooks,
         )
         .map(|i| i.replaced);
         patronus_runtime::install::uninstall(&pins);

@@ -1,5 +1,5 @@
 //! `frames DIR < SPECS`: writes one Ethernet frame per input line, as the
-//! policy test syntax describes it (LANGUAGE.md §7), to `DIR/NAME.bin`.
+//! policy test syntax describes it (docs/language.md §9), to `DIR/NAME.bin`.
 //!
 //! Input lines are `NAME<TAB>PACKET` (e.g. `udp_denied\tudp 192.0.2.40:5000 ->
 //! 10.77.0.2:5353`); blank lines and `#` comments are skipped. The frames are

@@ -6,6 +6,8 @@
 //! so that one run reports as much as it can, but a policy with any error
 //! yields no typed policy.
 
+mod budget;
+mod consts;
 mod names;
 mod options;
 mod packets;
@@ -23,6 +25,9 @@ use crate::codes::Code;
 use crate::diag::{Diagnostic, FileId, Files, Label, Severity};
 use crate::typed::{self, TableId};
 use crate::{Checked, TableLoader};
+
+/// How many name comparisons "did you mean" suggestions may make in all.
+const SUGGEST_BUDGET: usize = 4_000_000;
 
 /// The state of one check: where diagnostics go and what names mean.
 pub(crate) struct Checker<'a> {
@@ -43,6 +48,21 @@ pub(crate) struct Checker<'a> {
     /// Whether the file had syntax errors: a name used but not defined may
     /// then be defined by a statement that did not parse.
     pub syntax_errors: bool,
+    /// What [`Checker::analyse_consts`] found about each const.
+    pub const_facts: HashMap<&'a str, consts::ConstFacts>,
+    /// Elements all values so far took from consts.
+    pub expanded_total: u64,
+    /// Set once [`crate::limits::MAX_EXPANDED_TOTAL`] was passed (and said).
+    pub expansion_exhausted: bool,
+    /// Bytes of table files read so far.
+    pub table_bytes: u64,
+    /// Candidates "did you mean" may still compare names with: each unknown
+    /// name is compared with every const or table, so twenty thousand of
+    /// each took minutes. When it runs out, help says how to define it.
+    pub suggest_budget: usize,
+    /// `(keyword, name)` of every `const NAME` / `table NAME` in the text,
+    /// found once (see [`Checker::defined_in_broken_statement`]).
+    broken_definitions: Option<HashSet<(&'static str, &'a str)>>,
 }
 
 impl<'a> Checker<'a> {
@@ -56,6 +76,12 @@ impl<'a> Checker<'a> {
             table_defs: Vec::new(),
             kind_reported: HashSet::new(),
             syntax_errors: false,
+            const_facts: HashMap::new(),
+            expanded_total: 0,
+            expansion_exhausted: false,
+            table_bytes: 0,
+            suggest_budget: SUGGEST_BUDGET,
+            broken_definitions: None,
         }
     }
 
@@ -82,21 +108,51 @@ impl<'a> Checker<'a> {
     /// Whether `keyword NAME` appears in the text, as in a `const` or
     /// `table` statement that did not parse: reporting its uses as unknown
     /// would only repeat the syntax error.
-    pub fn defined_in_broken_statement(&self, keyword: &str, name: &str) -> bool {
-        let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
-        self.syntax_errors
-            && self.source.match_indices(keyword).any(|(at, _)| {
-                let before_ok = self.source[..at]
-                    .chars()
-                    .next_back()
-                    .is_none_or(|c| !is_ident(c));
-                let rest = &self.source[at + keyword.len()..];
-                let after_keyword = rest.trim_start();
-                before_ok
-                    && after_keyword.len() < rest.len()
-                    && after_keyword.starts_with(name)
-                    && !after_keyword[name.len()..].starts_with(is_ident)
-            })
+    ///
+    /// The text is scanned once, for both keywords, the first time this is
+    /// asked (scanning it for every unknown name was quadratic).
+    pub fn defined_in_broken_statement(&mut self, keyword: &'static str, name: &str) -> bool {
+        if !self.syntax_errors {
+            return false;
+        }
+        let source = self.source;
+        let found = self.broken_definitions.get_or_insert_with(|| {
+            let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+            let mut found = HashSet::new();
+            for keyword in ["const", "table"] {
+                for (at, _) in source.match_indices(keyword) {
+                    let before_ok = source[..at]
+                        .chars()
+                        .next_back()
+                        .is_none_or(|c| !is_ident(c));
+                    let rest = &source[at + keyword.len()..];
+                    let after_keyword = rest.trim_start();
+                    if !before_ok || after_keyword.len() == rest.len() {
+                        continue;
+                    }
+                    let end = after_keyword
+                        .find(|c: char| !is_ident(c))
+                        .unwrap_or(after_keyword.len());
+                    if end > 0 {
+                        found.insert((keyword, &after_keyword[..end]));
+                    }
+                }
+            }
+            found
+        });
+        found.contains(&(keyword, name))
+    }
+
+    /// Whether a "did you mean" over `candidates` names fits what is left
+    /// of [`Checker::suggest_budget`] (and takes it).
+    pub fn may_suggest(&mut self, candidates: usize) -> bool {
+        match self.suggest_budget.checked_sub(candidates) {
+            Some(left) => {
+                self.suggest_budget = left;
+                true
+            }
+            None => false,
+        }
     }
 
     pub fn error_count(&self) -> usize {
@@ -122,12 +178,17 @@ pub(crate) fn check(files: &mut Files, file: FileId, loader: &dyn TableLoader) -
     checker.syntax_errors = !parse_errors.is_empty();
 
     checker.collect_names(&ast);
+    checker.analyse_consts(&ast);
     checker.check_const_definitions(&ast);
     let tables = checker.load_tables(files, &policy_name, loader);
     let options = checker.check_options(&ast);
     let interface = checker.check_interface(&ast);
     let rules = checker.check_rules(&ast);
     let tests = checker.check_tests(&ast);
+    if checker.error_count() == 0 {
+        // Only a policy that is otherwise sound is worth sizing.
+        checker.check_budget(&rules, &tables);
+    }
 
     let mut diagnostics = checker.diagnostics;
     let has_errors = diagnostics.iter().any(|d| d.severity == Severity::Error);

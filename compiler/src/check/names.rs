@@ -126,13 +126,25 @@ pub fn flag_letters(bits: u8) -> String {
         .collect()
 }
 
+/// Longest name (in bytes) that gets a "did you mean" suggestion.
+pub const MAX_SUGGEST_LEN: usize = 64;
+
 /// The closest candidate to a misspelt `name`, if it is close enough to be
 /// what was meant (edit distance at most a third of the length, at least 1).
+///
+/// Names longer than [`MAX_SUGGEST_LEN`] get no suggestion, and candidates
+/// whose length alone puts them too far are skipped before any edit
+/// distance is computed: the cost stays bounded however long the names.
 pub fn suggest<'c>(name: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
-    let limit = (name.chars().count() / 3).max(1);
+    if name.len() > MAX_SUGGEST_LEN {
+        return None;
+    }
+    let length = name.chars().count();
+    let limit = (length / 3).max(1);
     candidates
         .into_iter()
         .filter(|c| *c != name)
+        .filter(|c| c.len() <= MAX_SUGGEST_LEN * 4 && c.chars().count().abs_diff(length) <= limit)
         .map(|c| (edit_distance(name, c), c))
         .filter(|&(d, _)| d <= limit)
         .min_by_key(|&(d, _)| d)

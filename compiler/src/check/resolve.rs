@@ -10,6 +10,7 @@ use patronus_grammar::ast::{self, Expr, ExprKind, Span};
 use super::Checker;
 use super::names;
 use crate::codes::Code;
+use crate::limits::quote;
 use crate::typed::TableId;
 
 /// A `$const` written in a value, with the definition it resolved to.
@@ -241,95 +242,155 @@ impl<'a> Checker<'a> {
         self.flatten_from(expr, None)
     }
 
-    /// `inside`: the const whose body `expr` is, so a self-reference is
-    /// seen as a cycle.
+    /// `inside`: the const whose body `expr` is. A definition is checked
+    /// without expanding the consts it uses (each is checked where it is
+    /// defined, and cycles and limits by [`Checker::analyse_consts`]), so
+    /// checking every definition stays linear in the policy's size.
+    ///
+    /// A work list, not recursion: the depth is bounded by the nesting and
+    /// const-depth limits anyway, but the stack is not the place to find out.
     fn flatten_from(&mut self, expr: &'a Expr, inside: Option<&'a str>) -> Flat<'a> {
         let mut flat = Flat {
             complete: true,
             ..Flat::default()
         };
-        let mut stack: Vec<&'a str> = inside.into_iter().collect();
-        let at = Position {
-            via: None,
-            depth: 0,
-            top: true,
-            const_top: false,
-        };
-        self.flatten_into(expr, at, &mut stack, &mut flat);
+        let definition = inside.is_some();
+        // Elements this value takes from consts, to bound it.
+        let mut from_consts = 0u64;
+        let mut work: Vec<(&'a Expr, Position<'a>)> = vec![(
+            expr,
+            Position {
+                via: None,
+                depth: 0,
+                top: true,
+                const_top: false,
+            },
+        )];
+        while let Some((expr, at)) = work.pop() {
+            match &expr.kind {
+                ExprKind::Not(inner) => {
+                    if at.top {
+                        flat.negated = Some(expr.span);
+                    } else {
+                        flat.complete = false;
+                        self.misplaced_not(expr.span, at);
+                    }
+                    let inner_at = Position {
+                        top: false,
+                        const_top: false,
+                        ..at
+                    };
+                    work.push((inner, inner_at));
+                }
+                ExprKind::Set(items) => {
+                    let item_at = Position {
+                        top: false,
+                        const_top: false,
+                        ..at
+                    };
+                    work.extend(items.iter().rev().map(|item| (item, item_at)));
+                }
+                ExprKind::ConstRef(name) => {
+                    let Some(&def) = self.consts.get(name.as_str()) else {
+                        flat.complete = false;
+                        if at.depth == 0 {
+                            self.unknown_const(name, expr.span);
+                        }
+                        continue;
+                    };
+                    if definition {
+                        if !at.top && matches!(def.value.kind, ExprKind::Not(_)) {
+                            flat.complete = false;
+                            self.negated_in_set(name, expr.span, def.value.span);
+                        }
+                        continue;
+                    }
+                    // Cycles, consts over a limit and consts using those
+                    // were reported where they are defined.
+                    let Some(facts) = self.const_facts.get(name.as_str()).filter(|f| f.sound)
+                    else {
+                        flat.complete = false;
+                        continue;
+                    };
+                    if at.depth == 0 {
+                        let size = facts.size;
+                        from_consts = from_consts.saturating_add(size);
+                        if !self.expansion_fits(name, expr.span, size, from_consts) {
+                            flat.complete = false;
+                            continue;
+                        }
+                    }
+                    let this_use = ConstUse {
+                        name,
+                        span: expr.span,
+                        def,
+                    };
+                    let body_at = Position {
+                        via: at.via.or(Some(this_use)),
+                        depth: at.depth + 1,
+                        top: at.top,
+                        const_top: true,
+                    };
+                    work.push((&def.value, body_at));
+                }
+                _ => flat.leaves.push(Leaf { expr, via: at.via }),
+            }
+        }
         flat
     }
 
-    fn flatten_into(
-        &mut self,
-        expr: &'a Expr,
-        at: Position<'a>,
-        stack: &mut Vec<&'a str>,
-        flat: &mut Flat<'a>,
-    ) {
-        match &expr.kind {
-            ExprKind::Not(inner) => {
-                if at.top {
-                    flat.negated = Some(expr.span);
-                } else {
-                    flat.complete = false;
-                    self.misplaced_not(expr.span, at);
-                }
-                let inner_at = Position {
-                    top: false,
-                    const_top: false,
-                    ..at
-                };
-                self.flatten_into(inner, inner_at, stack, flat);
-            }
-            ExprKind::Set(items) => {
-                let item_at = Position {
-                    top: false,
-                    const_top: false,
-                    ..at
-                };
-                for item in items {
-                    self.flatten_into(item, item_at, stack, flat);
-                }
-            }
-            ExprKind::ConstRef(name) => {
-                let Some(&def) = self.consts.get(name.as_str()) else {
-                    flat.complete = false;
-                    if at.depth == 0 {
-                        self.unknown_const(name, expr.span);
-                    }
-                    return;
-                };
-                if stack.contains(&name.as_str()) {
-                    flat.complete = false;
-                    let d = self
-                        .error(
-                            Code::UnknownConst,
-                            format!("`${name}` is defined in terms of itself"),
-                            expr.span,
-                            "this refers back to the const being defined",
-                        )
-                        .with_secondary(self.label(def.name.span, format!("`${name}` is defined here")))
-                        .with_help("a const can use other consts, but not itself, directly or through another const");
-                    self.emit(d);
-                    return;
-                }
-                let this_use = ConstUse {
-                    name,
-                    span: expr.span,
-                    def,
-                };
-                stack.push(name);
-                let body_at = Position {
-                    via: at.via.or(Some(this_use)),
-                    depth: at.depth + 1,
-                    top: at.top,
-                    const_top: true,
-                };
-                self.flatten_into(&def.value, body_at, stack, flat);
-                stack.pop();
-            }
-            _ => flat.leaves.push(Leaf { expr, via: at.via }),
+    /// Whether expanding `$name` (`size` elements) keeps this value, with
+    /// `from_consts` elements from consts so far, and the whole policy
+    /// within the expansion limits; reports the use that goes past one.
+    fn expansion_fits(&mut self, name: &str, span: Span, size: u64, from_consts: u64) -> bool {
+        use crate::limits::{MAX_EXPANDED_ELEMENTS, MAX_EXPANDED_TOTAL};
+        if self.expansion_exhausted {
+            return false;
         }
+        if from_consts > MAX_EXPANDED_ELEMENTS {
+            let d = self
+                .error(
+                    Code::ExpansionLimit,
+                    format!("this value expands to more than {MAX_EXPANDED_ELEMENTS} elements"),
+                    span,
+                    format!("`${name}` alone holds {size}"),
+                )
+                .with_help("use each const once per value, or put the addresses in a table");
+            self.emit(d);
+            return false;
+        }
+        self.expanded_total = self.expanded_total.saturating_add(size);
+        if self.expanded_total > MAX_EXPANDED_TOTAL {
+            // Once: every later use would only repeat it.
+            self.expansion_exhausted = true;
+            let d = self
+                .error(
+                    Code::ExpansionLimit,
+                    format!(
+                        "the policy's values take more than {MAX_EXPANDED_TOTAL} elements from consts in total"
+                    ),
+                    span,
+                    format!("expanding `${name}` here goes past the limit"),
+                )
+                .with_help("a large set used by many rules belongs in a table: rules then share it instead of each holding a copy");
+            self.emit(d);
+            return false;
+        }
+        true
+    }
+
+    /// A negated const used inside a set in another const's definition.
+    fn negated_in_set(&mut self, name: &str, used: Span, not_span: Span) {
+        let d = self
+            .error(
+                Code::WrongKind,
+                format!("`${name}` is negated and cannot be used inside a set"),
+                used,
+                "used inside a set here",
+            )
+            .with_secondary(self.label(not_span, "negated here"))
+            .with_help("negate the whole value instead (`!{ a, b }`), or match the exceptions with a separate rule");
+        self.emit(d);
     }
 
     fn misplaced_not(&mut self, not_span: Span, at: Position<'a>) {
@@ -367,19 +428,23 @@ impl<'a> Checker<'a> {
         if self.defined_in_broken_statement("const", name) {
             return;
         }
+        let shown = quote(name);
         let mut d = self.error(
             Code::UnknownConst,
-            format!("cannot find const `${name}`"),
+            format!("cannot find const `${shown}`"),
             span,
             "not defined",
         );
-        let suggestion = names::suggest(name, self.consts.keys().copied())
+        let suggestion = self
+            .may_suggest(self.consts.len())
+            .then(|| names::suggest(name, self.consts.keys().copied()))
+            .flatten()
             .and_then(|s| self.consts.get(s).map(|def| (s, *def)));
         d = match suggestion {
             Some((s, def)) => d
                 .with_secondary(self.label(def.name.span, format!("`${s}` is defined here")))
                 .with_help(format!("did you mean `${s}`?")),
-            None => d.with_help(format!("define it: `const {name} = ...`")),
+            None => d.with_help(format!("define it: `const {shown} = ...`")),
         };
         self.emit(d);
     }
@@ -388,22 +453,27 @@ impl<'a> Checker<'a> {
         if self.defined_in_broken_statement("table", name) {
             return;
         }
+        let shown = quote(name);
         let mut d = self.error(
             Code::UnknownTable,
-            format!("cannot find table `@{name}`"),
+            format!("cannot find table `@{shown}`"),
             span,
             "not defined",
         );
-        let suggestion = names::suggest(name, self.tables.keys().copied()).and_then(|s| {
-            let id = self.tables.get(s)?;
-            Some((s, self.table_defs[id.0 as usize].name.span))
-        });
+        let suggestion = self
+            .may_suggest(self.tables.len())
+            .then(|| names::suggest(name, self.tables.keys().copied()))
+            .flatten()
+            .and_then(|s| {
+                let id = self.tables.get(s)?;
+                Some((s, self.table_defs[id.0 as usize].name.span))
+            });
         d = match suggestion {
             Some((s, at)) => d
                 .with_secondary(self.label(at, format!("`@{s}` is defined here")))
                 .with_help(format!("did you mean `@{s}`?")),
             None => d.with_help(format!(
-                "define it: `table {name} {{ ... }}` or `table {name} file \"PATH\"`"
+                "define it: `table {shown} {{ ... }}` or `table {shown} file \"PATH\"`"
             )),
         };
         self.emit(d);

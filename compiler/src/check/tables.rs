@@ -8,11 +8,12 @@ use std::net::IpAddr;
 use patronus_grammar::ast::{self, ExprKind, Span};
 
 use super::Checker;
+use crate::TableLoader;
 use crate::codes::Code;
 use crate::diag::{Diagnostic, FileId, Files, Label};
+use crate::limits::{MAX_TABLE_FILES_TOTAL_BYTES, quote};
 use crate::net::Prefix;
 use crate::typed::Table;
-use crate::{LoadedFile, TableLoader};
 
 /// How many bad lines of one table file are reported one by one; a file
 /// that is not a table at all would otherwise bury everything else.
@@ -32,27 +33,9 @@ impl<'a> Checker<'a> {
             .map(|def| {
                 let (prefixes, source_file) = match &def.source {
                     ast::TableSource::Inline(set) => (self.inline_table(def, set), None),
-                    ast::TableSource::File(path) => match loader.load(policy_name, &path.value) {
-                        Ok(LoadedFile { name, text }) => {
-                            let id = files.add(name, text);
-                            let (prefixes, errors) = parse_table_file(id, &files.get(id).text);
-                            self.diagnostics.extend(errors);
-                            (prefixes, Some(id))
-                        }
-                        Err(why) => {
-                            let d = self
-                                .error(
-                                    Code::TableFile,
-                                    format!("cannot read table file `{}`", path.value),
-                                    path.span,
-                                    why,
-                                )
-                                .with_secondary(self.label(def.name.span, format!("for table `@{}`", def.name.name)))
-                                .with_help("the path is relative to the policy file; check that the file exists and is readable");
-                            self.emit(d);
-                            (Vec::new(), None)
-                        }
-                    },
+                    ast::TableSource::File(path) => {
+                        self.table_file(files, policy_name, loader, def, path)
+                    }
                 };
                 Table {
                     name: def.name.name.clone(),
@@ -62,6 +45,82 @@ impl<'a> Checker<'a> {
                 }
             })
             .collect()
+    }
+
+    /// Loads, parses and reports on one table file, within the limit on
+    /// the bytes of table files a policy may read in total.
+    fn table_file(
+        &mut self,
+        files: &mut Files,
+        policy_name: &str,
+        loader: &dyn TableLoader,
+        def: &'a ast::TableDef,
+        path: &'a ast::StrLit,
+    ) -> (Vec<Prefix>, Option<FileId>) {
+        let shown = quote(&path.value);
+        let loaded = if self.table_bytes > MAX_TABLE_FILES_TOTAL_BYTES {
+            Err(format!(
+                "the policy's table files already total more than {} MiB, the limit",
+                MAX_TABLE_FILES_TOTAL_BYTES >> 20
+            ))
+        } else {
+            loader.load(policy_name, &path.value)
+        };
+        let loaded = match loaded {
+            Ok(loaded) => loaded,
+            Err(why) => {
+                let d = self
+                    .error(
+                        Code::TableFile,
+                        format!("cannot read table file `{shown}`"),
+                        path.span,
+                        "this file cannot be used",
+                    )
+                    .with_note(why)
+                    .with_secondary(self.label(def.name.span, format!("for table `@{}`", def.name.name)))
+                    .with_help("the path is relative to the policy file, inside the policy's directory; check that it is a regular file that exists and is readable");
+                self.emit(d);
+                return (Vec::new(), None);
+            }
+        };
+        self.table_bytes = self.table_bytes.saturating_add(loaded.text.len() as u64);
+        if loader.may_quote(policy_name, &loaded) {
+            let id = files.add(loaded.name, loaded.text);
+            let (prefixes, errors) = parse_table_file(id, &files.get(id).text);
+            self.diagnostics.extend(errors);
+            return (prefixes, Some(id));
+        }
+        // Not quotable: report bad lines by number, at the path in the
+        // policy, and keep the text out of `files` (and so out of every
+        // rendering and lint).
+        let (prefixes, bad) = parse_table_lines(&loaded.text);
+        let mut line = 1usize;
+        let mut counted_to = 0usize;
+        for &(span, problem) in &bad.shown {
+            line += loaded.text.as_bytes()[counted_to..span.start]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
+            counted_to = span.start;
+            let d = self
+                .error(
+                    Code::TableLine,
+                    format!("line {line} of table file `{shown}` {}", problem.unquoted()),
+                    path.span,
+                    "the file is outside the policy's directory, so its lines are not quoted",
+                )
+                .with_help(TABLE_LINE_HELP);
+            self.emit(d);
+        }
+        if let Some(more) = bad.more() {
+            self.emit(self.error(
+                Code::TableLine,
+                format!("{more} more bad lines in table file `{shown}` are not shown"),
+                path.span,
+                "",
+            ));
+        }
+        (prefixes, None)
     }
 
     fn inline_table(&mut self, def: &'a ast::TableDef, set: &'a ast::Expr) -> Vec<Prefix> {
@@ -119,10 +178,42 @@ fn normalise(mut prefixes: Vec<Prefix>) -> Vec<Prefix> {
 /// end of a line, blank lines, IPv4 and IPv6 mixed. Returns the prefixes
 /// (sorted, deduplicated, host bits cleared) and a diagnostic per bad line.
 pub fn parse_table_file(file: FileId, text: &str) -> (Vec<Prefix>, Vec<Diagnostic>) {
+    let (prefixes, bad) = parse_table_lines(text);
+    let mut diagnostics: Vec<Diagnostic> = bad
+        .shown
+        .iter()
+        .map(|&(span, problem)| bad_line(file, span, &text[span.range()], problem))
+        .collect();
+    if let Some(more) = bad.more()
+        && let Some(last) = diagnostics.last_mut()
+    {
+        last.notes
+            .push(format!("{more} more bad lines in this file are not shown"));
+    }
+    (prefixes, diagnostics)
+}
+
+/// The bad lines of a table file: the first [`MAX_LINE_ERRORS`] (the
+/// trimmed entry's span and what is wrong) and how many there are.
+struct BadLines {
+    shown: Vec<(Span, LineProblem)>,
+    count: usize,
+}
+
+impl BadLines {
+    /// How many bad lines are not in `shown`, if any.
+    fn more(&self) -> Option<usize> {
+        (self.count > self.shown.len()).then(|| self.count - self.shown.len())
+    }
+}
+
+fn parse_table_lines(text: &str) -> (Vec<Prefix>, BadLines) {
     // About 16 bytes per line is typical of IPv4 lists.
     let mut prefixes = Vec::with_capacity(text.len() / 16);
-    let mut diagnostics: Vec<Diagnostic> = Vec::new();
-    let mut bad_lines = 0usize;
+    let mut bad = BadLines {
+        shown: Vec::new(),
+        count: 0,
+    };
     let mut line_start = 0usize;
     for line in text.split('\n') {
         let start = line_start;
@@ -139,31 +230,38 @@ pub fn parse_table_file(file: FileId, text: &str) -> (Vec<Prefix>, Vec<Diagnosti
         match parse_table_entry(trimmed) {
             Ok(prefix) => prefixes.push(prefix),
             Err(problem) => {
-                bad_lines += 1;
-                if bad_lines <= MAX_LINE_ERRORS {
-                    let span = Span::new(offset, offset + trimmed.len());
-                    diagnostics.push(bad_line(file, span, trimmed, problem));
+                bad.count += 1;
+                if bad.count <= MAX_LINE_ERRORS {
+                    bad.shown
+                        .push((Span::new(offset, offset + trimmed.len()), problem));
                 }
             }
         }
     }
-    if bad_lines > MAX_LINE_ERRORS
-        && let Some(last) = diagnostics.last_mut()
-    {
-        last.notes.push(format!(
-            "{} more bad lines in this file are not shown",
-            bad_lines - MAX_LINE_ERRORS
-        ));
-    }
-    (normalise(prefixes), diagnostics)
+    (normalise(prefixes), bad)
 }
 
+const TABLE_LINE_HELP: &str = "a table file has one address or CIDR per line (`192.0.2.1`, `2001:db8::/32`); `#` starts a comment";
+
 /// What is wrong with a table line.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum LineProblem {
     NotAnAddress,
     BadLength,
     LengthTooLong { max: u32 },
+}
+
+impl LineProblem {
+    /// What is wrong, without quoting the line ("line 3 ... {this}").
+    fn unquoted(self) -> String {
+        match self {
+            LineProblem::NotAnAddress => "is not an address or CIDR".to_string(),
+            LineProblem::BadLength => "has a malformed prefix length".to_string(),
+            LineProblem::LengthTooLong { max } => {
+                format!("has a prefix length longer than /{max}")
+            }
+        }
+    }
 }
 
 fn parse_table_entry(entry: &str) -> Result<Prefix, LineProblem> {
@@ -190,6 +288,7 @@ fn parse_table_entry(entry: &str) -> Result<Prefix, LineProblem> {
 }
 
 fn bad_line(file: FileId, span: Span, text: &str, problem: LineProblem) -> Diagnostic {
+    let text = quote(text);
     let (message, label) = match problem {
         LineProblem::NotAnAddress => (
             format!("`{text}` is not an address or CIDR"),
@@ -205,7 +304,7 @@ fn bad_line(file: FileId, span: Span, text: &str, problem: LineProblem) -> Diagn
         ),
     };
     Diagnostic::new(Code::TableLine, message, Label::new(file, span, label))
-        .with_help("a table file has one address or CIDR per line (`192.0.2.1`, `2001:db8::/32`); `#` starts a comment")
+        .with_help(TABLE_LINE_HELP)
 }
 
 #[cfg(test)]

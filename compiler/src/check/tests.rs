@@ -476,3 +476,330 @@ fn protocol_named_timeouts() {
     assert_eq!(p.options.timeouts.icmp, 10 * NS_PER_SEC);
     assert_eq!(p.options.timeouts.udp_stream, 120 * NS_PER_SEC);
 }
+
+/// `const c0 = $c1`, ..., `const cN = 192.0.2.1`, used by one rule.
+fn const_chain(n: usize) -> String {
+    let mut s = String::new();
+    for i in 0..n {
+        s.push_str(&format!("const c{i} = $c{}\n", i + 1));
+    }
+    s.push_str(&format!("const c{n} = 192.0.2.1\nallow from $c0\n"));
+    s
+}
+
+/// `const c{i} = { $c{i+1}, $c{i+1} }`: `c0` holds 2^n elements.
+fn doubling_consts(n: usize) -> String {
+    let mut s = String::new();
+    for i in 0..n {
+        s.push_str(&format!("const c{i} = {{ $c{}, $c{} }}\n", i + 1, i + 1));
+    }
+    s.push_str(&format!("const c{n} = 192.0.2.1\nallow from $c0\n"));
+    s
+}
+
+#[test]
+fn const_chains_up_to_the_depth_limit_resolve() {
+    use crate::limits::MAX_CONST_DEPTH;
+    // A chain of MAX_CONST_DEPTH consts (the last one holds the address).
+    let r = rule(&const_chain(MAX_CONST_DEPTH - 1));
+    assert_eq!(r.matcher.src.unwrap().set.prefixes.len(), 1);
+    let source = const_chain(MAX_CONST_DEPTH);
+    let found = errors(&source);
+    assert_eq!(
+        found.len(),
+        1,
+        "one report, where the limit is crossed: {found:?}"
+    );
+    assert_eq!(found[0].code, Code::ExpansionLimit);
+    assert_eq!(text_at(&source, &found[0]), "c0");
+}
+
+#[test]
+fn a_long_const_chain_is_one_error_in_linear_time() {
+    // 100,000 links overflowed the stack (10,000 did) and 3,000 took 12 s.
+    let n = 100_000;
+    let source = const_chain(n);
+    let started = std::time::Instant::now();
+    let found = errors(&source);
+    let elapsed = started.elapsed();
+    assert_eq!(found.len(), 1, "{:?}", &found[..found.len().min(3)]);
+    assert_eq!(found[0].code, Code::ExpansionLimit);
+    let crossing = n - crate::limits::MAX_CONST_DEPTH;
+    assert_eq!(text_at(&source, &found[0]), format!("c{crossing}"));
+    assert!(found[0].message.contains("more than the limit of 64"));
+    // Debug build on a busy 2-core machine; release takes ~0.1 s.
+    assert!(elapsed.as_secs() < 30, "took {elapsed:?}");
+}
+
+#[test]
+fn doubling_consts_stop_at_the_const_past_the_size_limit() {
+    // 30 levels asked for 2^30 elements (6 GiB): the const that holds more
+    // than 2^20 is c9 (2^21), its parts are within the limit.
+    let source = doubling_consts(30);
+    let started = std::time::Instant::now();
+    let found = errors(&source);
+    assert!(
+        started.elapsed().as_secs() < 30,
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].code, Code::ExpansionLimit);
+    assert_eq!(text_at(&source, &found[0]), "c9");
+    assert!(found[0].message.contains("more than 1048576 elements"));
+    // Within the limit it works (duplicates collapse in the typed set).
+    let r = rule(&doubling_consts(12));
+    assert_eq!(r.matcher.src.unwrap().set.prefixes.len(), 1);
+}
+
+#[test]
+fn a_value_using_a_large_const_twice_is_over_the_limit() {
+    // c0 holds 2^19 elements: fine alone, not three times in one value.
+    let mut source = doubling_consts(19).replace("allow from $c0\n", "");
+    source.push_str("allow from { $c0, $c0, $c0 }\n");
+    let found = errors(&source);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].code, Code::ExpansionLimit);
+    assert!(
+        found[0]
+            .message
+            .starts_with("this value expands to more than")
+    );
+    let third = source.rfind("$c0").unwrap();
+    assert_eq!(found[0].primary.span.start, third);
+}
+
+#[test]
+fn consts_in_cycles_are_reported_without_expanding_them() {
+    let source = "const a = { $b, 192.0.2.1 }\nconst b = { $c }\nconst c = $a\nconst d = $d\nallow from $a\nallow from $d";
+    let found = errors(source);
+    assert!(
+        found.iter().all(|d| d.code == Code::UnknownConst),
+        "{found:?}"
+    );
+    let at: Vec<String> = found.iter().map(|d| text_at(source, d)).collect();
+    assert_eq!(at, ["$a", "$d"]);
+    // A const negated as a whole, used in another const's set.
+    let source = "const notlan = !10.0.0.0/8\nconst x = { $notlan, 192.0.2.1 }";
+    let d = &errors(source)[0];
+    assert_eq!(
+        (d.code, text_at(source, d).as_str()),
+        (Code::WrongKind, "$notlan")
+    );
+}
+
+#[test]
+fn a_huge_identifier_is_quoted_bounded_in_every_format() {
+    // A 10 MB name was echoed three times (message, source line, help).
+    let name = "a".repeat(10_000_000);
+    let source = format!("allow from ${name}\ndeny from @{name}\n");
+    let (files, _, diagnostics) = run_with(&source, &[]);
+    assert_eq!(diagnostics.len(), 2, "{diagnostics:?}");
+    let tool = crate::render::ToolInfo {
+        name: "patronusc".into(),
+        version: "0".into(),
+    };
+    let outputs = [
+        ("human", crate::render::human(&files, &diagnostics, false)),
+        ("json", crate::render::json_lines(&files, &diagnostics)),
+        ("github", crate::render::github(&files, &diagnostics)),
+        (
+            "sarif",
+            crate::render::sarif(&[(&files, diagnostics.as_slice())], &tool),
+        ),
+    ];
+    for (format, text) in outputs {
+        let longest_run = text
+            .split(|c: char| c != 'a')
+            .map(str::len)
+            .max()
+            .unwrap_or(0);
+        assert!(longest_run <= 200, "{format}: a run of {longest_run} `a`s");
+        // SARIF also carries every code's explanation page.
+        let budget = if format == "sarif" { 200_000 } else { 4_000 };
+        assert!(text.len() < budget, "{format}: {} bytes", text.len());
+        assert!(text.contains('…'), "{format}: not marked as cut");
+    }
+}
+
+#[test]
+fn a_policy_past_the_verifier_budget_is_refused_naming_the_rule() {
+    use super::budget::{MAX_VERIFIED_INSNS, VERIFIED_PER_RULE};
+    let fits = (MAX_VERIFIED_INSNS / VERIFIED_PER_RULE) as usize;
+    // Rules sharing their values (few bitmaps): only the verifier
+    // estimate is over; no two rules are alike (no lint floods).
+    let rule_text = |i: usize| {
+        format!(
+            "allow tcp from 10.0.0.{} to port {}\n",
+            i / 1024,
+            1 + i % 1024
+        )
+    };
+    let source: String = (0..=fits).map(rule_text).collect();
+    let (_, policy, diagnostics) = run_with(&source, &[]);
+    assert!(policy.is_none());
+    assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+    let d = &diagnostics[0];
+    assert_eq!(d.code, Code::KernelLimit);
+    assert!(
+        d.message.contains("over the kernel's limit of 1000000"),
+        "{}",
+        d.message
+    );
+    // The first rule past the limit is the one underlined.
+    let line = source[..d.primary.span.start].matches('\n').count() + 1;
+    assert_eq!(line, fits + 1);
+    // One rule fewer fits.
+    let source: String = (0..fits).map(rule_text).collect();
+    let (_, policy, diagnostics) = run_with(&source, &[]);
+    assert!(policy.is_some(), "{diagnostics:?}");
+}
+
+#[test]
+fn a_policy_whose_bitmaps_would_not_fit_is_refused_before_lowering() {
+    // 40,000 rules of distinct addresses and ports: about 2 × 40,000 × 625
+    // words of bitmaps, past 512 MiB (100,000 such rules took 9.5 GB).
+    let source: String = (0..40_000u32)
+        .map(|i| {
+            format!(
+                "allow tcp from 10.{}.{}.{} to port {}\n",
+                i / 65536,
+                (i / 256) % 256,
+                i % 256,
+                1 + i % 60_000
+            )
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let (_, policy, diagnostics) = run_with(&source, &[]);
+    assert!(policy.is_none());
+    assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+    assert_eq!(diagnostics[0].code, Code::KernelLimit);
+    assert!(diagnostics[0].message.contains("512 MiB"));
+    let line = source[..diagnostics[0].primary.span.start]
+        .matches('\n')
+        .count()
+        + 1;
+    assert!((30_000..40_000).contains(&line), "blamed line {line}");
+    assert!(
+        started.elapsed().as_secs() < 60,
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn fifty_thousand_unused_consts_are_linted_in_linear_time() {
+    // Every unused const was compared with every definition: 47 s.
+    let mut source = String::from("const base = 192.0.2.1\n");
+    for i in 0..50_000 {
+        source.push_str(&format!("const u{i} = {{ $base }}\n"));
+    }
+    source.push_str("allow tcp\n");
+    let started = std::time::Instant::now();
+    let (_, policy, diagnostics) = run_with(&source, &[]);
+    assert!(
+        started.elapsed().as_secs() < 60,
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(policy.is_some());
+    let base = diagnostics
+        .iter()
+        .find(|d| d.code == Code::UnusedConst && text_at(&source, d) == "base")
+        .expect("base is unused");
+    assert_eq!(
+        base.notes,
+        ["only `u0`, `u1`, `u2`, `u3`, `u4`, 49995 more refer to it, and they are unused too"]
+    );
+}
+
+#[test]
+fn many_unknown_names_do_not_make_suggestions_quadratic() {
+    // 20,000 consts and 20,000 misspelt uses: over two minutes before.
+    let mut source = String::new();
+    for i in 0..20_000 {
+        source.push_str(&format!("const c{i} = 192.0.2.1\n"));
+    }
+    for i in 0..20_000 {
+        source.push_str(&format!("allow from $d{i}\n"));
+    }
+    // And a syntax error, so every unknown name is also looked up among
+    // the statements that did not parse.
+    source.push_str("allow from (\n");
+    let started = std::time::Instant::now();
+    let found = errors(&source);
+    assert!(
+        started.elapsed().as_secs() < 60,
+        "took {:?}",
+        started.elapsed()
+    );
+    let unknown: Vec<&Diagnostic> = found
+        .iter()
+        .filter(|d| d.code == Code::UnknownConst)
+        .collect();
+    assert_eq!(unknown.len(), 20_000);
+    // The first ones still get their suggestion.
+    assert_eq!(unknown[0].help.as_deref(), Some("did you mean `$c0`?"));
+    assert_eq!(
+        unknown[19_999].help.as_deref(),
+        Some("define it: `const d19999 = ...`")
+    );
+}
+
+#[test]
+fn many_diagnostics_on_one_long_line_render_in_linear_time() {
+    // 50,000 unknown names on one 440 KB line: the human output printed
+    // the whole line for each (over 2 minutes and 1.1 GB), JSON counted
+    // each column from the start of the line.
+    let n = 20_000;
+    let names: Vec<String> = (0..n).map(|i| format!("$a{i}")).collect();
+    let source = format!("allow from {{ {} }} # ü\n", names.join(", "));
+    let (files, _, diagnostics) = run_with(&source, &[]);
+    assert_eq!(diagnostics.len(), n);
+    let started = std::time::Instant::now();
+    let human = crate::render::human(&files, &diagnostics, false);
+    let json = crate::render::json_lines(&files, &diagnostics);
+    assert!(
+        started.elapsed().as_secs() < 60,
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(human.len() < n * 800, "{} bytes", human.len());
+    // Columns are the file's, counted in characters.
+    let last = source.rfind("$a19999").expect("in the source");
+    assert!(
+        human.contains(&format!("test.pf:1:{}\n", last + 1)),
+        "no true column"
+    );
+    assert!(json.contains(&format!("\"column\":{}", last + 1)));
+    assert!(
+        human.contains("$a19998, $a19999 } # ü\n"),
+        "the excerpt shows the label"
+    );
+}
+
+#[test]
+fn rules_nested_in_each_other_are_linted_in_bounded_time() {
+    // `port 1-1`, `port 1-2`, ...: each rule is covered by every later one,
+    // and duplicate-rule compared it with all of them (4,000 rules: 87 s
+    // in a debug build; 30,000 in release: minutes).
+    let n = 4_000;
+    let source: String = (1..=n)
+        .map(|i| format!("allow tcp to port 1-{i}\n"))
+        .collect();
+    let started = std::time::Instant::now();
+    let (_, policy, diagnostics) = run_with(&source, &[]);
+    assert!(
+        started.elapsed().as_secs() < 60,
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(policy.is_some());
+    let redundant = diagnostics
+        .iter()
+        .filter(|d| d.code == Code::DuplicateRule)
+        .count();
+    // Every rule but the last is redundant under a later one.
+    assert_eq!(redundant, n - 1);
+}

@@ -123,6 +123,10 @@ fn shadowed(policy: &typed::Policy, boxes: &[Vec<PacketBox>], denies: &Index) ->
     out
 }
 
+/// How many denies covering a box are looked at (see
+/// [`Index::covering_at_most`]).
+const MAX_CANDIDATES: usize = 64;
+
 /// The denies covering all of `target`, or `None` if they do not (or that
 /// would take too long to decide).
 fn shadowing_denies(
@@ -132,7 +136,7 @@ fn shadowing_denies(
 ) -> Option<Vec<usize>> {
     // One deny covering the whole rule makes the clearest message.
     let first = target.first()?;
-    for entry in denies.covering(first) {
+    for entry in denies.covering_at_most(first, MAX_CANDIDATES) {
         let deny = denies.entry(entry).0;
         if boxes_covered(target, &boxes[deny]) {
             return Some(vec![deny]);
@@ -140,7 +144,7 @@ fn shadowing_denies(
     }
     let mut by = Vec::new();
     for b in target {
-        let found = denies.covering(b);
+        let found = denies.covering_at_most(b, MAX_CANDIDATES);
         if let Some(&entry) = found.first() {
             by.push(denies.entry(entry).0);
             continue;

@@ -742,6 +742,9 @@ struct Query<'b> {
 }
 
 impl Index {
+    /// Candidates [`Index::covering_at_most`] looks at.
+    pub const MAX_EXAMINED: usize = 2048;
+
     pub fn new(entries: Vec<(usize, PacketBox)>) -> Index {
         let hulls: Vec<[Hull; INDEXED.len()]> = entries
             .iter()
@@ -833,6 +836,17 @@ impl Index {
 
     /// Entries whose box covers `b`, in index order.
     pub fn covering(&self, b: &PacketBox) -> Vec<usize> {
+        self.covering_at_most(b, usize::MAX)
+    }
+
+    /// At most `limit` entries whose box covers `b`, found among at most
+    /// [`Index::MAX_EXAMINED`] candidates (all of them, in index order, when
+    /// there are no more). Rules nested in each other (`port 1-1`, `port
+    /// 1-2`, ...) are each covered by all later ones, and broad rules are
+    /// candidates for every narrower one: looking at all of them for every
+    /// rule was quadratic (30,000 rules: minutes). A lint may then miss a
+    /// rule that only the 2,049th candidate covers, never report a wrong one.
+    pub fn covering_at_most(&self, b: &PacketBox, limit: usize) -> Vec<usize> {
         let q = Self::query(b);
         let count = |k: usize| self.ancestors(k, &q).map(<[u32]>::len).sum::<usize>();
         let Some(k) = (0..INDEXED.len()).min_by_key(|&k| count(k)) else {
@@ -841,6 +855,11 @@ impl Index {
         let mut out: Vec<usize> = self
             .ancestors(k, &q)
             .flatten()
+            .take(if limit == usize::MAX {
+                usize::MAX
+            } else {
+                Self::MAX_EXAMINED
+            })
             .map(|&i| i as usize)
             .filter(|&i| {
                 self.hulls[i]
@@ -849,6 +868,7 @@ impl Index {
                     .all(|(h, qh)| h.contains(qh))
                     && self.entries[i].1.covers(b)
             })
+            .take(limit)
             .collect();
         out.sort_unstable();
         out

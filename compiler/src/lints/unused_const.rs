@@ -33,11 +33,18 @@ pub(super) fn diagnose(
     )
     .with_help(format!("remove it, or refer to it as `{sigil}{name}`"));
     if !unused.referenced_by.is_empty() {
-        let names: Vec<String> = unused
+        // A few names, then a count: fifty thousand would be one long line.
+        const SHOWN: usize = 5;
+        let mut names: Vec<String> = unused
             .referenced_by
             .iter()
+            .take(SHOWN)
             .map(|n| format!("`{n}`"))
             .collect();
+        let more = unused.referenced_by.len().saturating_sub(SHOWN);
+        if more > 0 {
+            names.push(format!("{more} more"));
+        }
         let note = match names.as_slice() {
             [one] => format!("only {one} refers to it, and it is unused too"),
             many => format!(

@@ -80,6 +80,11 @@ impl Setup {
             pin_root: PathBuf::from(format!("/sys/fs/bpf/patronus-test-{label}-{id}")),
             state_root: std::env::temp_dir().join(format!("patronus-test-{label}-{id}")),
         };
+        // A state root must be root's, mode 0700 (`host::dirs`); the
+        // tests keep their policy files in it too.
+        std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+            .create(&setup.state_root)
+            .expect("creating the state root");
         run("ip", &["netns", "add", &setup.server]);
         run("ip", &["netns", "add", &setup.client]);
         setup.create_veth();
