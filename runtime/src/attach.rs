@@ -139,6 +139,23 @@ pub fn remove_filter_of(pins: &crate::install::Pins) {
     }
 }
 
+/// The egress program running for the policy pinned at `pins`: the tcx
+/// link's, or with a filter the pinned egress program (the filter at
+/// Patronus's priority is only ever set from it).
+pub fn running_egress(pins: &crate::install::Pins) -> Option<u32> {
+    use std::os::fd::AsFd as _;
+    if filter_installed(pins) {
+        let ifindex = crate::install::pinned_link(&pins.xdp_link())?.ifindex;
+        let prog = sys::obj_get(&pins.prog(patronus_codegen::elf::ProgramKind::Tc)).ok()?;
+        return (ifindex != 0)
+            .then(|| sys::prog_id(prog.as_fd()).ok())
+            .flatten();
+    }
+    crate::install::pinned_link(&pins.tc_link())
+        .filter(|info| info.ifindex != 0)
+        .map(|info| info.prog_id)
+}
+
 fn filter_message(kind: u16, flags: u16, ifindex: u32) -> Message {
     let info = (u32::from(FILTER_PRIORITY) << 16) | u32::from(ETH_P_ALL.to_be());
     let mut message = Message::new(kind, flags, ifindex, FILTER_HANDLE, CLSACT_EGRESS, info);
