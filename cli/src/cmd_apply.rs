@@ -1218,15 +1218,16 @@ fn status_of(roots: &Roots, iface: &IfaceName) -> Result<StatusEntry, CliError> 
             policy.as_ref().and_then(|m| m.xdp_prog_id),
         )
     });
-    if let (Some(meta), true) = (&policy, problem.is_none() && xdp.is_some()) {
-        if meta.xdp_prog_id.is_some() && meta.tc_prog_id != tc_running {
-            problems.push(format!(
-                "the tc egress program running ({}) is not the pair of the XDP program \
-                 (expected {})",
-                tc_running.map_or("none".into(), |id| id.to_string()),
-                meta.tc_prog_id.map_or("none".into(), |id| id.to_string()),
-            ));
-        }
+    if let (Some(meta), true) = (&policy, problem.is_none() && xdp.is_some())
+        && meta.xdp_prog_id.is_some()
+        && meta.tc_prog_id != tc_running
+    {
+        problems.push(format!(
+            "the tc egress program running ({}) is not the pair of the XDP program \
+             (expected {})",
+            tc_running.map_or("none".into(), |id| id.to_string()),
+            meta.tc_prog_id.map_or("none".into(), |id| id.to_string()),
+        ));
     }
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
