@@ -455,7 +455,10 @@ fn compile_text_edited(
     };
     edit(&mut policy)?;
     let program = ir::lower(&policy);
-    let mut object = patronus_codegen::compile(&program)
+    // The code this kernel's verifier accepts (the fast path when it
+    // keeps bounds through byte swaps).
+    let limits = patronus_runtime::features::current().limits();
+    let mut object = patronus_codegen::compile_with_limits(&program, &limits)
         .map_err(|err| CliError::new(format!("cannot compile `{name}`: {err}")))?;
     test_knob_break_verifier(&mut object)?;
     let counters = program
@@ -1027,7 +1030,7 @@ pub(crate) fn apply_locked_with(
         "{} {verb} {iface} (XDP {mode_name}{})",
         applying.label,
         if installed.loaded.has_program(ProgramKind::Tc) {
-            ", tcx egress"
+            ", tc egress"
         } else {
             ""
         }
@@ -1199,7 +1202,8 @@ fn status_of(roots: &Roots, iface: &IfaceName) -> Result<StatusEntry, CliError> 
     settle_for_status(roots, iface, &mut problems);
     let pins = roots.pins(iface);
     let xdp = install::pinned_link(&pins.xdp_link());
-    let tc = install::pinned_link(&pins.tc_link());
+    // A tcx link, or without tcx a clsact filter (runtime::attach).
+    let tc_running = patronus_runtime::attach::running_egress(&pins);
     let conntrack = ["ct_v4", "ct_v6"]
         .iter()
         .filter_map(|name| install::live_map(&pins, name, true).ok())
@@ -1214,16 +1218,16 @@ fn status_of(roots: &Roots, iface: &IfaceName) -> Result<StatusEntry, CliError> 
             policy.as_ref().and_then(|m| m.xdp_prog_id),
         )
     });
-    if let (Some(meta), true) = (&policy, problem.is_none() && xdp.is_some()) {
-        let tc_running = tc.map(|l| l.prog_id);
-        if meta.xdp_prog_id.is_some() && meta.tc_prog_id != tc_running {
-            problems.push(format!(
-                "the tc egress program running ({}) is not the pair of the XDP program \
-                 (expected {})",
-                tc_running.map_or("none".into(), |id| id.to_string()),
-                meta.tc_prog_id.map_or("none".into(), |id| id.to_string()),
-            ));
-        }
+    if let (Some(meta), true) = (&policy, problem.is_none() && xdp.is_some())
+        && meta.xdp_prog_id.is_some()
+        && meta.tc_prog_id != tc_running
+    {
+        problems.push(format!(
+            "the tc egress program running ({}) is not the pair of the XDP program \
+             (expected {})",
+            tc_running.map_or("none".into(), |id| id.to_string()),
+            meta.tc_prog_id.map_or("none".into(), |id| id.to_string()),
+        ));
     }
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -1255,7 +1259,7 @@ fn status_of(roots: &Roots, iface: &IfaceName) -> Result<StatusEntry, CliError> 
         problem,
         ifindex: xdp.map(|l| l.ifindex),
         xdp_prog_id: xdp.map(|l| l.prog_id),
-        tc_prog_id: tc.map(|l| l.prog_id),
+        tc_prog_id: tc_running,
         conntrack_entries: conntrack,
         policy,
         confirmation,
@@ -1301,7 +1305,7 @@ pub fn run_status(args: &StatusArgs) -> Result<Status, CliError> {
                 entry.ifindex.unwrap_or(0),
                 entry
                     .tc_prog_id
-                    .map(|id| format!(", tcx egress program {id}"))
+                    .map(|id| format!(", tc egress program {id}"))
                     .unwrap_or_default()
             );
         }

@@ -22,4 +22,4 @@ pub mod state;
 pub mod tc;
 pub mod xdp;
 
-pub use object::{CodegenError, MapImage, Object, compile};
+pub use object::{CodegenError, Limits, MapImage, Object, Verifier, compile, compile_with_limits};

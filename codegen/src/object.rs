@@ -19,20 +19,40 @@ pub const XDP_PROGRAM_NAME: &str = "patronus_xdp";
 pub const MAX_INSNS: usize = 1_000_000;
 
 /// The limits a generated program must stay within. [`Default`] is the
-/// kernel's; [`compile_with_limits`] takes others so that tests reach the
-/// limit errors with small policies.
+/// kernel's, for any verifier; [`compile_with_limits`] takes others so that
+/// tests reach the limit errors with small policies, and so that the
+/// runtime can ask for the code of the verifier it probed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// The most instruction slots the XDP program may have.
     pub max_insns: usize,
+    /// The verifier the code must satisfy.
+    pub verifier: Verifier,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_insns: MAX_INSNS,
+            verifier: Verifier::default(),
         }
     }
+}
+
+/// Which verifier generation the generated code must pass. The
+/// difference is one instruction per header length: an older verifier
+/// (Linux 6.1's, for one) forgets the bounds of a byte-swapped value
+/// (`r3 = be16 r3` leaves r3 unknown), so a length read from the packet
+/// is masked to 16 bits before it is added to a packet pointer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Verifier {
+    /// Any verifier Patronus supports. The default: an object written to
+    /// a file may be loaded on another kernel.
+    #[default]
+    Portable,
+    /// A verifier that keeps the bounds of a byte swap (the runtime
+    /// probes for it): the masks are left out.
+    BoundsThroughSwaps,
 }
 
 /// A map of the object and its initial entries (key bytes, value bytes),

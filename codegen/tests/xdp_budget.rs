@@ -142,8 +142,14 @@ fn a_program_over_the_instruction_limit_is_refused_naming_a_rule() {
     let program = lower(source, String::new());
     let fits = compile_with_limits(&program, &Limits::default()).expect("fits the kernel's limits");
     let limit = fits.insn_count / 2;
-    let error = compile_with_limits(&program, &Limits { max_insns: limit })
-        .expect_err("half the program's size is over the limit");
+    let error = compile_with_limits(
+        &program,
+        &Limits {
+            max_insns: limit,
+            ..Limits::default()
+        },
+    )
+    .expect_err("half the program's size is over the limit");
     let CodegenError::Limit {
         what,
         rule: Some(rule),

@@ -72,6 +72,14 @@ pub enum RuntimeError {
     /// The running policy's pinned map does not have the shape an in-place
     /// update expects (a full reload is needed).
     ShapeChanged { map: String },
+    /// The object needs a kernel feature this kernel lacks.
+    MissingFeature {
+        feature: &'static str,
+        /// The first Linux release that has it.
+        since: &'static str,
+        /// This kernel's release.
+        release: String,
+    },
     /// Any other syscall failure.
     Io {
         context: &'static str,
@@ -95,6 +103,15 @@ impl fmt::Display for RuntimeError {
             RuntimeError::BadObject { message } => {
                 write!(f, "the object is not a loadable BPF ELF file: {message}")
             }
+            RuntimeError::MissingFeature {
+                feature,
+                since,
+                release,
+            } => write!(
+                f,
+                "this kernel ({release}) lacks {feature}, which the policy needs: \
+                 Linux {since} or later has it"
+            ),
             RuntimeError::MapCreate { message } => {
                 write!(f, "the kernel refused to create a map: {message}")
             }

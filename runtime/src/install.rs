@@ -351,6 +351,7 @@ fn attach_xdp(
     ifindex: u32,
     mode: XdpMode,
 ) -> Result<(OwnedFd, Attached, Option<String>), RuntimeError> {
+    crate::features::current().require(crate::features::Feature::XdpLink)?;
     let create = |flags| {
         crate::fault::point("link_create xdp");
         sys::link_create(prog, ifindex, attach_type::XDP, flags)
@@ -375,11 +376,14 @@ fn attach_xdp(
     }
 }
 
-fn attach_tc(prog: BorrowedFd<'_>, ifindex: u32) -> Result<OwnedFd, RuntimeError> {
+/// A tcx link to pin, or `None` for a `clsact` filter (no tcx: see
+/// [`crate::attach`]).
+fn attach_tc(prog: BorrowedFd<'_>, ifindex: u32) -> Result<Option<OwnedFd>, RuntimeError> {
     crate::fault::point("link_create tc");
-    sys::link_create(prog, ifindex, attach_type::TCX_EGRESS, 0).map_err(io_err(
-        "attaching the tc egress program (tcx, Linux 6.6 or later)",
-    ))
+    Ok(match crate::attach::egress(prog, ifindex)? {
+        crate::attach::Egress::Link(link) => Some(link),
+        crate::attach::Egress::Filter => None,
+    })
 }
 
 /// State maps of the running policy that the new object can take over:
@@ -547,10 +551,19 @@ fn fresh_attach(
     // tc first: a policy that cannot see its own replies must not start
     // filtering (established replies would be dropped).
     let tc_link = match loaded.program_fd(ProgramKind::Tc) {
-        Some(tc) => Some(attach_tc(tc, ifindex)?),
+        Some(tc) => attach_tc(tc, ifindex)?,
         None => None,
     };
-    let (xdp_link, attached, fallback) = attach_xdp(xdp, ifindex, mode)?;
+    let (xdp_link, attached, fallback) = match attach_xdp(xdp, ifindex, mode) {
+        Ok(attached) => attached,
+        Err(error) => {
+            // A filter outlives this process: take it down with the pins.
+            if tc_link.is_none() && loaded.program_fd(ProgramKind::Tc).is_some() {
+                let _ = crate::attach::remove_filter(ifindex);
+            }
+            return Err(error);
+        }
+    };
     if let Some(link) = &tc_link {
         pin(link.as_fd(), &pins.tc_link())?;
     }
@@ -596,13 +609,23 @@ fn swap(
     let old_tc_link = sys::obj_get(&pins.tc_link()).ok();
     // A new tc attachment is created before the swap so that a failure
     // leaves the old policy alone.
-    if let (Some(tc), None) = (loaded.program_fd(ProgramKind::Tc), &old_tc_link) {
-        let link = attach_tc(tc, ifindex)?;
+    // Without tcx the egress program is a filter: setting the new one
+    // replaces the old program in place (before the XDP swap, as a new
+    // tcx link would be created before it).
+    let old_filter = crate::attach::filter_installed(pins);
+    if let (Some(tc), None) = (loaded.program_fd(ProgramKind::Tc), &old_tc_link)
+        && let Some(link) = attach_tc(tc, ifindex)?
+    {
         pin(link.as_fd(), &Pins::staged(&pins.tc_link()))?;
     }
     let swap_started = std::time::Instant::now();
-    link_update(xdp_link.as_fd(), xdp, "link_update xdp")
-        .map_err(io_err("swapping the XDP program"))?;
+    if let Err(error) = link_update(xdp_link.as_fd(), xdp, "link_update xdp") {
+        if old_filter && let Ok(old) = sys::obj_get(&pins.prog(ProgramKind::Tc)) {
+            // The old policy keeps running: its egress program too.
+            let _ = crate::attach::set_filter(old.as_fd(), ifindex);
+        }
+        return Err(io_err("swapping the XDP program")(error));
+    }
     if let (Some(tc), Some(link)) = (loaded.program_fd(ProgramKind::Tc), &old_tc_link)
         && let Err(error) = link_update(link.as_fd(), tc, "link_update tc")
     {
@@ -615,6 +638,10 @@ fn swap(
     }
     let swap_time = swap_started.elapsed();
     hooks.after_swap(loaded);
+    if old_filter && loaded.program_fd(ProgramKind::Tc).is_none() {
+        // The new policy has no egress program: the old filter goes.
+        let _ = crate::attach::remove_filter(ifindex);
+    }
     // The swap is done: from here on only pins move.
     publish(pins, loaded.program_fd(ProgramKind::Tc).is_some())?;
     Ok(swap_time)
@@ -689,8 +716,10 @@ pub fn recover(pins: &Pins, intent: &Intent) -> Result<Recovered, RuntimeError> 
                     .map_err(io_err("swapping the tc egress program"))?,
                 Err(_) => {
                     let ifindex = pinned_link(&pins.xdp_link()).map_or(0, |l| l.ifindex);
-                    let link = attach_tc(prog.as_fd(), ifindex)?;
-                    pin(link.as_fd(), &pins.tc_link())?;
+                    // Without tcx this sets the filter to the new program.
+                    if let Some(link) = attach_tc(prog.as_fd(), ifindex)? {
+                        pin(link.as_fd(), &pins.tc_link())?;
+                    }
                 }
             }
         }
@@ -714,6 +743,16 @@ pub fn recover(pins: &Pins, intent: &Intent) -> Result<Recovered, RuntimeError> 
         let link = sys::obj_get(&pins.tc_link()).map_err(io_err("opening the pinned tc link"))?;
         link_update(link.as_fd(), prog.as_fd(), "link_update tc back")
             .map_err(io_err("putting the tc egress program back"))?;
+    }
+    if intent.old_tc.is_some()
+        && crate::attach::filter_installed(pins)
+        && let Ok(prog) = sys::obj_get(&pins.prog(ProgramKind::Tc))
+        && let Some(link) = pinned_link(&pins.xdp_link())
+        && link.ifindex != 0
+    {
+        // Without tcx: the old egress program back into the filter (the
+        // new one may have replaced it before the XDP swap).
+        crate::attach::set_filter(prog.as_fd(), link.ifindex)?;
     }
     remove_staged(pins);
     Ok(Recovered::Back)
@@ -774,6 +813,7 @@ pub fn live_map(pins: &Pins, name: &str, readonly: bool) -> Result<OwnedFd, Runt
 /// [`crate::host::Roots::remove_pins`], which reports what remains.
 pub fn uninstall(pins: &Pins) -> bool {
     let existed = pins.dir.symlink_metadata().is_ok();
+    crate::attach::remove_filter_of(pins);
     // Links first: the interface is unfiltered from here on.
     remove_file(&pins.xdp_link());
     remove_file(&pins.tc_link());

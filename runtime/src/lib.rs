@@ -10,6 +10,10 @@
 //!   names, root-owned 0700 directories used through verified descriptors).
 //! - [`events`]: `log` events from a pinned ring buffer.
 //! - [`probe`]: whether this process can load and test-run programs at all.
+//! - [`attach`]: the egress program as a tcx link or, without tcx, a
+//!   `clsact` filter.
+//! - [`features`]: what this kernel's BPF offers (verifier generation,
+//!   helpers, map types, tcx, XDP links), probed once per process.
 //! - [`RuntimeError`]: every failure as data; verifier rejections carry the
 //!   log's last lines and the listing's annotation of the failing
 //!   instruction.
@@ -17,9 +21,11 @@
 //! Byte layouts of keys and values belong to codegen; the runtime writes
 //! the bytes it is given and reads counters as u64 words.
 
+pub mod attach;
 pub mod error;
 pub mod events;
 pub mod fault;
+pub mod features;
 pub mod host;
 pub mod install;
 pub mod loaded;

@@ -389,6 +389,11 @@ impl Loaded {
                 message: e.to_string(),
             })?;
         check_map_shapes(&parsed, shapes)?;
+        // A missing helper or map type is named with the kernel that has
+        // it, rather than left to the verifier's "unknown func".
+        if !crate::features::needs(&parsed).is_empty() {
+            crate::features::current().check(&parsed)?;
+        }
         let pins = parsed
             .maps
             .values()

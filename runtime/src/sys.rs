@@ -346,15 +346,28 @@ struct MapCreateAttr {
     key_size: u32,
     value_size: u32,
     max_entries: u32,
+    map_flags: u32,
 }
 
 /// Creates a throw-away array map (the probe's first step).
 pub fn create_probe_map() -> io::Result<OwnedFd> {
+    create_map(2, 4, 4, 1, 0) // BPF_MAP_TYPE_ARRAY
+}
+
+/// Creates an anonymous map (the feature probes).
+pub fn create_map(
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+) -> io::Result<OwnedFd> {
     let mut attr = MapCreateAttr {
-        map_type: 2, // BPF_MAP_TYPE_ARRAY
-        key_size: 4,
-        value_size: 4,
-        max_entries: 1,
+        map_type,
+        key_size,
+        value_size,
+        max_entries,
+        map_flags,
     };
     // SAFETY: a plain map-create attribute without pointers.
     let fd = unsafe { bpf(BPF_MAP_CREATE, &mut attr)? };

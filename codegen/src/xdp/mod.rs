@@ -44,7 +44,7 @@ use patronus_compiler::semantics::{Counter, InvalidClass, Phase};
 use crate::insn::kernel::xdp_action;
 use crate::insn::regs::{DATA, DATA_END, FP, Frame, StackSlot};
 use crate::insn::{Asm, Label, MapRef, Program, Reg};
-use crate::object::{CodegenError, Limits};
+use crate::object::{CodegenError, Limits, Verifier};
 use ctx::{ExtraMap, PKT_LEN, PKT_SIZE, PacketSlots};
 
 /// A far jump takes another hop once this many instructions (up to twice
@@ -74,7 +74,7 @@ pub fn generate(program: &ir::Program) -> Result<Generated, CodegenError> {
 
 /// Generates the XDP program within `limits`.
 pub fn generate_within(program: &ir::Program, limits: &Limits) -> Result<Generated, CodegenError> {
-    let mut g = Gen::new(program)?;
+    let mut g = Gen::new(program, limits.verifier)?;
     g.prologue();
     g.parse()?;
     g.finish_consts();
@@ -153,10 +153,12 @@ struct Gen<'p> {
     dir24_tries: Vec<(usize, Vec<dir24::TrieEntry>)>,
     /// Candidate-list layouts of wide phases that use them, by phase index.
     candidates: std::collections::HashMap<usize, candidates::PhaseCandidates>,
+    /// The verifier the code must pass (see [`Verifier`]).
+    verifier: Verifier,
 }
 
 impl<'p> Gen<'p> {
-    fn new(program: &'p ir::Program) -> Result<Gen<'p>, CodegenError> {
+    fn new(program: &'p ir::Program, verifier: Verifier) -> Result<Gen<'p>, CodegenError> {
         let mut frame = Frame::new();
         let pkt = PacketSlots::from_slot(frame.alloc("pkt", PKT_SIZE)?);
         let key = frame.alloc("key", 20)?;
@@ -178,6 +180,7 @@ impl<'p> Gen<'p> {
         Ok(Gen {
             asm,
             program,
+            verifier,
             frame,
             extra: Vec::new(),
             pkt,

@@ -19,7 +19,7 @@ use super::Gen;
 use super::ctx::*;
 use crate::insn::regs::{DATA, DATA_END, FP, SCRATCH};
 use crate::insn::{Asm, Label, Reg, Size, SwapBits};
-use crate::object::CodegenError;
+use crate::object::{CodegenError, Verifier};
 
 const L3: Reg = SCRATCH;
 const PROTO: Reg = Reg::R1;
@@ -50,6 +50,18 @@ fn tcp_invalid_table() -> i32 {
         }
     }
     table
+}
+
+/// Byte-swaps the 16-bit length in `reg` that is about to be added to a
+/// packet pointer. For [`Verifier::Portable`] it is then masked to 16 bits:
+/// older verifiers mark a `be16` result unknown, and reject the pointer
+/// arithmetic ("math between pkt pointer and register with unbounded min
+/// value"); the mask gives the bound back.
+fn swap_length(a: &mut Asm, reg: Reg, verifier: Verifier) {
+    a.to_be(reg, SwapBits::B16);
+    if verifier == Verifier::Portable {
+        a.and64_imm(reg, 0xFFFF);
+    }
 }
 
 /// IPv6 extension headers (44, the fragment header, is handled apart).
@@ -191,7 +203,7 @@ impl Gen<'_> {
         a.bind(have_hlen);
         a.comment("total length: at least the header, at most the frame");
         a.ldx_h(Reg::R3, L3, 2);
-        a.to_be(Reg::R3, SwapBits::B16);
+        swap_length(a, Reg::R3, self.verifier);
         a.jlt_reg(Reg::R3, Reg::R2, total);
         a.mov64_reg(Reg::R4, L3);
         a.add64_reg(Reg::R4, Reg::R3);
@@ -271,7 +283,7 @@ impl Gen<'_> {
         a.jne_imm(Reg::R1, 6, version);
         a.comment("r3 = end of the packet (40 + payload length), within the frame");
         a.ldx_h(Reg::R3, L3, 4);
-        a.to_be(Reg::R3, SwapBits::B16);
+        swap_length(a, Reg::R3, self.verifier);
         a.add64_imm(Reg::R3, 40);
         a.mov64_reg(Reg::R1, L3);
         a.add64_reg(Reg::R1, Reg::R3);

@@ -283,6 +283,9 @@ impl Roots {
             path: dir.path().to_path_buf(),
             errors,
         };
+        // A clsact egress filter (no tcx) has no pin to remove: delete it
+        // while the XDP link still names the interface.
+        crate::attach::remove_filter_of(&crate::install::Pins::new(dir.path()));
         // The links first: once they are gone nothing runs, and if they
         // cannot go, nothing else is touched.
         for link in ["link_xdp", "link_tc"] {
