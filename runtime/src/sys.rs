@@ -112,6 +112,54 @@ pub fn prog_test_run(prog: BorrowedFd<'_>, data: &[u8], repeat: u32) -> io::Resu
     })
 }
 
+/// `BPF_F_TEST_XDP_LIVE_FRAMES`: each repetition becomes a real frame.
+const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
+
+/// `struct xdp_md` as a test run's `ctx_in`: only `data_end` and
+/// `ingress_ifindex` are set.
+#[repr(C)]
+#[derive(Default)]
+struct XdpMdCtx {
+    data: u32,
+    data_end: u32,
+    data_meta: u32,
+    ingress_ifindex: u32,
+    rx_queue_index: u32,
+    egress_ifindex: u32,
+}
+
+/// Runs the XDP program `prog` on `frame` `repeat` times in live-frame
+/// mode (Linux 5.18), as if received on `ifindex`: a verdict of `XDP_TX`
+/// transmits a real frame out of that interface (the bench's traffic
+/// generator), `batch_size` frames per kernel batch.
+pub fn prog_test_run_live_frames(
+    prog: BorrowedFd<'_>,
+    frame: &[u8],
+    ifindex: u32,
+    repeat: u32,
+    batch_size: u32,
+) -> io::Result<()> {
+    let ctx = XdpMdCtx {
+        data_end: frame.len() as u32,
+        ingress_ifindex: ifindex,
+        ..XdpMdCtx::default()
+    };
+    let mut attr = TestRunAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        data_size_in: frame.len() as u32,
+        data_in: ptr(frame.as_ptr()),
+        repeat,
+        ctx_size_in: size_of::<XdpMdCtx>() as u32,
+        ctx_in: ptr(&ctx as *const XdpMdCtx),
+        flags: BPF_F_TEST_XDP_LIVE_FRAMES,
+        batch_size,
+        ..TestRunAttr::default()
+    };
+    // SAFETY: frame and ctx outlive the call and have the stated sizes.
+    unsafe { bpf(BPF_PROG_TEST_RUN, &mut attr)? };
+    Ok(())
+}
+
 #[repr(C)]
 #[derive(Default)]
 struct MapElemAttr {
