@@ -476,8 +476,8 @@ mod tests {
     #[test]
     fn dir24_plans_longer_prefixes_into_the_trie_and_shorter_into_slots() {
         // A /16 spans 256 slots.
-        assert_eq!(dir24_span(v4("10.1.0.0"), 16), (0x0a01_00, 0x0a01_ff));
-        assert_eq!(dir24_span(v4("10.1.2.128"), 25), (0x0a01_02, 0x0a01_02));
+        assert_eq!(dir24_span(v4("10.1.0.0"), 16), (0x000a_0100, 0x000a_01ff));
+        assert_eq!(dir24_span(v4("10.1.2.128"), 25), (0x000a_0102, 0x000a_0102));
         // A /25 inside a /24 the table covers: the /25 counts, the /24
         // entry keeps the rest of the /24 answering as before.
         let inserts = dir24_trie_inserts(v4("10.1.2.128"), 25, &[1]);
