@@ -31,7 +31,7 @@ pub mod txn;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use crate::cli::{Cli, Command};
 use crate::common::{CliError, Status};
@@ -101,8 +101,8 @@ fn dispatch(command: &Command) -> Result<Status, CliError> {
         Command::Log(args) => cmd_log::run_log(args),
         Command::Table(args) => cmd_table::run(args),
         Command::Agent(args) => agent::run_agent(args),
-        Command::Completions(args) => cmd_generate::run_completions(args),
-        Command::Man(args) => cmd_generate::run_man(args),
+        Command::Completions(args) => cmd_generate::run_completions(args, Cli::command()),
+        Command::Man(args) => cmd_generate::run_man(args, Cli::command()),
         Command::Lsp(args) => lsp::run(args),
         Command::RollbackWatcher(args) => cmd_confirm::run_watcher(args),
     }
