@@ -2,25 +2,10 @@
 //! subcommand behind `apply --confirm DURATION`; what a confirmation
 //! arms and rolls back to is `crate::confirm`'s.
 //!
-//! Every apply saves the sources it compiled (policy text and table files,
-//! a [`Snapshot`]) in `STATE_ROOT/IFACE/snapshot.json`. An apply with
-//! `--confirm` also records, in its transaction ([`crate::txn`]) and so
-//! durably before the swap, `pending.json`: a token, the deadline, and the
-//! snapshot of the policy to go back to (the last confirmed one: a second
-//! unconfirmed apply keeps the first one's fallback). Still before the
-//! swap it starts a detached watcher (this binary again, hidden
-//! `rollback-watcher` subcommand, its own process group, no stdio) that
-//! sleeps until the deadline and then settles the interface like any
-//! command. The deadline does not depend on the watcher: every later
-//! command on the interface (status included) performs an overdue
-//! rollback first (`overdue_rollback`), and `status` shows a pending
-//! confirmation and, loudly, one it could not roll back. A rollback
-//! re-applies the fallback through the same transaction (or unloads when
-//! there was no policy before), logging to `rollback.log`. Everything
-//! happens under the interface lock, so a confirm and a rollback never
-//! both win; a `confirm` after the deadline fails and says the policy was
-//! rolled back. A plain apply cancels a pending rollback: it says the
-//! operator is still there.
+//! `confirm` writes the token's marker (the commit point of a confirm)
+//! under the interface lock, unless the deadline has passed, in which
+//! case the rollback happens now; the watcher sleeps until the deadline,
+//! then settles the interface like any command.
 
 use std::time::Duration;
 
