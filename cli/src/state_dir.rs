@@ -189,8 +189,9 @@ pub struct FastMap {
     pub lpm: bool,
     /// The value of every entry, hex.
     pub value: String,
-    /// The DIR-24 array in front of this trie (`codegen::xdp::dir24`), if
-    /// any: its slots say 1 (the table's one bitmap), 0 or FALLBACK.
+    /// The DIR-24 slot array in front of this trie, if any (see
+    /// `patronus_runtime::deploy::tables`): its slots say 1 (the table's
+    /// one bitmap), 0 or FALLBACK.
     #[serde(default)]
     pub d24: Option<String>,
 }
