@@ -7,12 +7,12 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use clap::Args;
+use patronus_runtime::deploy::roles;
 use patronus_runtime::host::IfaceName;
 use patronus_runtime::install;
 use serde::Serialize;
 
-use crate::common::runtime_err;
-use crate::common::{CliError, Status, write_stdout};
+use crate::common::{CliError, Status, runtime_err, write_stdout};
 use crate::state_dir::{Roots, read_meta};
 
 #[derive(Debug, Args)]
@@ -86,7 +86,8 @@ pub fn collect(args: &StatsArgs) -> Result<Stats, CliError> {
                 args.roots.state_root.display()
             ))
         })?;
-        let fd = install::live_map(&pins, "stats", true).map_err(runtime_err(iface.as_str()))?;
+        let fd = install::live_map(&pins, roles::STATS_MAP, true)
+            .map_err(runtime_err(iface.as_str()))?;
         let values = install::read_counters(std::os::fd::AsFd::as_fd(&fd))
             .map_err(runtime_err(iface.as_str()))?;
         let rows = meta
