@@ -479,4 +479,26 @@ mod tests {
         );
         assert_eq!(unhex("abc"), None);
     }
+
+    #[test]
+    fn counters_are_keyed_by_rule_identity_or_phase_name() {
+        let counter = |kind: &str, name: &str, identity: Option<&str>| CounterMeta {
+            kind: kind.into(),
+            name: name.into(),
+            location: None,
+            identity: identity.map(str::to_owned),
+            rule: None,
+            label: None,
+        };
+        assert_eq!(
+            counter("rule", "rule 1 \"web\"", Some("web")).carry_key(),
+            Some("rule:web".into())
+        );
+        assert_eq!(
+            counter("phase", "allow", None).carry_key(),
+            Some("phase:allow".into())
+        );
+        // Recorded by an older patronusc without identities: not carried.
+        assert_eq!(counter("rule", "rule 1", None).carry_key(), None);
+    }
 }
