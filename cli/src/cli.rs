@@ -79,3 +79,33 @@ pub enum Command {
     #[command(hide = true)]
     RollbackWatcher(cmd_confirm::WatcherArgs),
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+    use crate::cmd_generate::man_pages;
+
+    #[test]
+    fn every_visible_subcommand_has_a_page_and_hidden_ones_none() {
+        let pages = man_pages(&Cli::command());
+        let names: Vec<&str> = pages.iter().map(|(name, _)| name.as_str()).collect();
+        for want in [
+            "patronusc.1",
+            "patronusc-apply.1",
+            "patronusc-table-add.1",
+            "patronusc-completions.1",
+        ] {
+            assert!(names.contains(&want), "no {want} in {names:?}");
+        }
+        assert!(!names.iter().any(|n| n.contains("rollback-watcher")));
+        let apply = &pages
+            .iter()
+            .find(|(n, _)| n == "patronusc-apply.1")
+            .unwrap()
+            .1;
+        let apply = String::from_utf8_lossy(apply);
+        assert!(apply.contains("\\-\\-confirm"), "the page lists --confirm");
+    }
+}

@@ -11,8 +11,8 @@ use patronus_codegen::abi::log::{LogEvent, RINGBUF_NAME};
 use patronus_runtime::events::{self, EventReader};
 use patronus_runtime::host::IfaceName;
 
-use crate::cmd_apply::{Roots, read_meta, runtime_err};
-use crate::common::{CliError, Status, write_stdout};
+use crate::common::{CliError, Status, require_root_to_read, runtime_err, utc_time, write_stdout};
+use crate::state_dir::{Roots, read_meta};
 
 #[derive(Debug, Args)]
 pub struct LogArgs {
@@ -22,34 +22,10 @@ pub struct LogArgs {
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
     /// Give up after waiting this long for the next event (`10s`, `500ms`).
-    #[arg(long, value_name = "DURATION", value_parser = crate::cmd_confirm::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = crate::common::parse_duration)]
     pub timeout: Option<Duration>,
     #[command(flatten)]
     pub roots: Roots,
-}
-
-/// `YYYY-MM-DD HH:MM:SS.mmm` (UTC) of nanoseconds since the Unix epoch.
-pub fn utc_time(unix_ns: u64) -> String {
-    let secs = unix_ns / 1_000_000_000;
-    let millis = (unix_ns / 1_000_000) % 1000;
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let rem = secs % 86_400;
-    // Days to a civil date (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{millis:03}",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    )
 }
 
 fn endpoint(addr: IpAddr, port: u16, with_port: bool) -> String {
@@ -91,9 +67,9 @@ pub fn read_events(
     emit: &mut dyn FnMut(String) -> Result<(), CliError>,
 ) -> Result<u64, CliError> {
     let iface = IfaceName::new(iface).map_err(|e| CliError::new(e.to_string()))?;
-    crate::cmd_apply::require_root_to_read()?;
+    require_root_to_read()?;
     // Settled first; the lock is not held while events are read.
-    drop(crate::txn::settle(roots, &iface)?);
+    drop(crate::settle::settle(roots, &iface)?);
     let Some(pins) = roots.host().existing_pins(&iface)? else {
         return Err(CliError::new(format!("{iface}: no policy applied")));
     };
@@ -159,17 +135,6 @@ pub fn run_log(args: &LogArgs) -> Result<Status, CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times_are_utc_dates() {
-        assert_eq!(utc_time(0), "1970-01-01 00:00:00.000");
-        // 2024-02-29 12:34:56.789: a leap day.
-        assert_eq!(
-            utc_time(1_709_210_096_789_000_000),
-            "2024-02-29 12:34:56.789"
-        );
-        assert_eq!(utc_time(951_782_400_000_000_000), "2000-02-29 00:00:00.000");
-    }
 
     #[test]
     fn events_print_time_rule_verdict_and_flow() {

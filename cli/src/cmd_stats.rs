@@ -7,12 +7,13 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use clap::Args;
+use patronus_runtime::deploy::roles;
 use patronus_runtime::host::IfaceName;
 use patronus_runtime::install;
 use serde::Serialize;
 
-use crate::cmd_apply::{Roots, read_meta, runtime_err};
-use crate::common::{CliError, Status, write_stdout};
+use crate::common::{CliError, Status, runtime_err, write_stdout};
+use crate::state_dir::{Roots, read_meta};
 
 #[derive(Debug, Args)]
 pub struct StatsArgs {
@@ -61,7 +62,7 @@ pub type Stats = Vec<(String, Vec<StatRow>)>;
 
 /// Reads the counters of the interfaces `args` names.
 pub fn collect(args: &StatsArgs) -> Result<Stats, CliError> {
-    crate::cmd_apply::require_root_to_read()?;
+    crate::common::require_root_to_read()?;
     let names = match &args.iface {
         Some(iface) => vec![iface.clone()],
         None => args.roots.interfaces()?,
@@ -71,7 +72,7 @@ pub fn collect(args: &StatsArgs) -> Result<Stats, CliError> {
         // Under the interface lock, settled: the metadata (the counter
         // layout) and the map read are of one policy, the running one.
         let _lock = match install::missing_privileges() {
-            None => Some(crate::txn::settle(&args.roots, iface)?),
+            None => Some(crate::settle::settle(&args.roots, iface)?),
             Some(_) => None,
         };
         let pins = args
@@ -85,7 +86,8 @@ pub fn collect(args: &StatsArgs) -> Result<Stats, CliError> {
                 args.roots.state_root.display()
             ))
         })?;
-        let fd = install::live_map(&pins, "stats", true).map_err(runtime_err(iface.as_str()))?;
+        let fd = install::live_map(&pins, roles::STATS_MAP, true)
+            .map_err(runtime_err(iface.as_str()))?;
         let values = install::read_counters(std::os::fd::AsFd::as_fd(&fd))
             .map_err(runtime_err(iface.as_str()))?;
         let rows = meta

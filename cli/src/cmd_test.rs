@@ -495,19 +495,13 @@ impl std::fmt::Display for KernelError {
 
 impl std::error::Error for KernelError {}
 
-/// The name of the per-CPU counters map (`ir::plan`).
-const STATS_MAP: &str = "stats";
-
 impl KernelPolicy {
     /// Lowers, compiles and loads a checked policy.
     pub fn load(policy: &Policy) -> Result<KernelPolicy, KernelError> {
         let program = ir::lower(policy);
         let object = patronus_codegen::compile(&program).map_err(KernelError::Codegen)?;
         let loaded = Loaded::load_object(&object).map_err(KernelError::Runtime)?;
-        let stats_map = loaded
-            .map_names()
-            .any(|name| name == STATS_MAP)
-            .then(|| STATS_MAP.to_owned());
+        let stats_map = patronus_runtime::deploy::roles::stats_map(&object).map(|m| m.name.clone());
         Ok(KernelPolicy {
             program,
             object,

@@ -6,6 +6,7 @@ use std::fmt;
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use patronus_compiler::diag::{Diagnostic, FileId, Files, Severity};
@@ -433,5 +434,107 @@ pub fn write_stdout(text: &str) -> Result<(), CliError> {
         Ok(()) => Ok(()),
         Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         Err(err) => Err(CliError::new(format!("cannot write to stdout: {err}"))),
+    }
+}
+
+/// `90s`, `5m`, `500ms`, `1h`, or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration (like 90s, 5m, 500ms)"))?;
+    let millis = match unit {
+        "ms" => Some(number),
+        "" | "s" => number.checked_mul(1000),
+        "m" => number.checked_mul(60_000),
+        "h" => number.checked_mul(3_600_000),
+        _ => return Err(format!("`{text}`: the unit is one of ms, s, m, h")),
+    };
+    match millis {
+        Some(0) => Err("the confirmation time must be more than zero".into()),
+        Some(ms) => Ok(Duration::from_millis(ms)),
+        None => Err(format!("`{text}` is too long")),
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS.mmm` (UTC) of nanoseconds since the Unix epoch.
+pub fn utc_time(unix_ns: u64) -> String {
+    let secs = unix_ns / 1_000_000_000;
+    let millis = (unix_ns / 1_000_000) % 1000;
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    // Days to a civil date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{millis:03}",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
+pub fn runtime_err(context: &str) -> impl FnOnce(patronus_runtime::RuntimeError) -> CliError + '_ {
+    move |err| CliError::new(format!("{context}: {err}"))
+}
+
+/// Refuses early, with a clear message (exit 2), when this process
+/// cannot load or attach programs.
+pub(crate) fn require_privileges() -> Result<(), CliError> {
+    match patronus_runtime::privileges::missing_privileges() {
+        Some(why) => Err(CliError::new(why)),
+        None => Ok(()),
+    }
+}
+
+/// Readers (`status`, `stats`, `log`): the pins and the state are root's
+/// alone, so without privileges "nothing applied" would be a lie.
+pub(crate) fn require_root_to_read() -> Result<(), CliError> {
+    match patronus_runtime::privileges::missing_privileges() {
+        Some(_) => Err(CliError::new(
+            "permission denied: run as root (the pins and the state of applied policies are \
+             readable by root only)",
+        )),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("5 minutes").is_err());
+        assert!(parse_duration("99999999999999999999h").is_err());
+    }
+
+    #[test]
+    fn times_are_utc_dates() {
+        assert_eq!(utc_time(0), "1970-01-01 00:00:00.000");
+        // 2024-02-29 12:34:56.789: a leap day.
+        assert_eq!(
+            utc_time(1_709_210_096_789_000_000),
+            "2024-02-29 12:34:56.789"
+        );
+        assert_eq!(utc_time(951_782_400_000_000_000), "2000-02-29 00:00:00.000");
     }
 }

@@ -1,8 +1,12 @@
 //! `patronusc`, the Patronus policy compiler command line: argument parsing
-//! ([`cli`]), one module per subcommand (`cmd_*`), and the file-system glue
-//! they share ([`common`]). The binary (`main.rs`) only calls [`run_main`].
+//! ([`cli`]), one module per subcommand (`cmd_*`), and what they share —
+//! the file-system glue ([`common`]), the compile pipeline (`pipeline`),
+//! the per-interface state files ([`state_dir`]), the apply (`change`),
+//! the `--confirm` rollback (`confirm`), the change transaction ([`txn`])
+//! and settling an interface first (`settle`). The binary (`main.rs`) only calls [`run_main`].
 
 pub mod agent;
+mod change;
 pub mod cli;
 pub mod cmd_apply;
 pub mod cmd_build;
@@ -18,12 +22,16 @@ pub mod cmd_stats;
 pub mod cmd_table;
 pub mod cmd_test;
 pub mod common;
+mod confirm;
 pub mod lsp;
+mod pipeline;
+mod settle;
+pub mod state_dir;
 pub mod txn;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use crate::cli::{Cli, Command};
 use crate::common::{CliError, Status};
@@ -86,15 +94,15 @@ fn dispatch(command: &Command) -> Result<Status, CliError> {
         Command::Build(args) => cmd_build::run(args),
         Command::Apply(args) => cmd_apply::run_apply(args),
         Command::Status(args) => cmd_apply::run_status(args),
-        Command::Stats(args) => cmd_apply::run_stats(args),
+        Command::Stats(args) => cmd_stats::run_stats(args),
         Command::Unload(args) => cmd_apply::run_unload(args),
         Command::Load(args) => cmd_apply::run_load(args),
         Command::Confirm(args) => cmd_confirm::run_confirm(args),
         Command::Log(args) => cmd_log::run_log(args),
         Command::Table(args) => cmd_table::run(args),
         Command::Agent(args) => agent::run_agent(args),
-        Command::Completions(args) => cmd_generate::run_completions(args),
-        Command::Man(args) => cmd_generate::run_man(args),
+        Command::Completions(args) => cmd_generate::run_completions(args, Cli::command()),
+        Command::Man(args) => cmd_generate::run_man(args, Cli::command()),
         Command::Lsp(args) => lsp::run(args),
         Command::RollbackWatcher(args) => cmd_confirm::run_watcher(args),
     }

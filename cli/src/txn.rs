@@ -11,7 +11,7 @@
 //! `txn.json` last. A process killed anywhere in between (SIGKILL, OOM, a
 //! dropped SSH session: SIGHUP is ignored while a change runs) leaves
 //! `txn.json` behind, and the next command on the interface, under the
-//! interface lock, finishes it (`settle`) before doing anything else:
+//! interface lock, finishes it (`crate::settle`) before doing anything else:
 //! - a load: [`install::recover`] asks the kernel which program the XDP
 //!   link runs and rolls forward (tc link brought along, pins published,
 //!   state files written) or back (staged pins removed);
@@ -20,9 +20,9 @@
 //!   (idempotent: the update diffs against the kernel);
 //! - an unload: finished.
 //!
-//! `settle` then performs an overdue `--confirm` rollback (the deadline
-//! is in `pending.json`, so it does not depend on the watcher being
-//! alive). State files go through `patronus_runtime::host::StateDir`
+//! `crate::settle` then performs an overdue `--confirm` rollback (the
+//! deadline is in `pending.json`, so it does not depend on the watcher
+//! being alive). State files go through `patronus_runtime::host::StateDir`
 //! (verified directory, `O_EXCL` temporary, rename): a reader sees the old
 //! or the new file, never half of one. Every write and removal here is a
 //! kill point ([`patronus_runtime::fault`]).
@@ -31,10 +31,12 @@ use patronus_runtime::host::{IfaceName, StateDir, StateFile};
 use patronus_runtime::install::{self, Intent, Recovered};
 use serde::{Deserialize, Serialize};
 
-use crate::cmd_apply::{ApplyLock, Meta, Roots, Snapshot};
-use crate::cmd_confirm::Pending;
-use crate::cmd_table::TablesMeta;
 use crate::common::{CliError, ColorArgs, ColorChoice};
+use crate::pipeline::{Source, compile};
+use crate::state_dir::{
+    ApplyLock, Meta, Pending, Roots, Snapshot, TablesMeta, parse_journal, read_journal,
+    read_snapshot, remove_state, write_state,
+};
 
 /// What kind of change a [`Txn`] records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,21 +127,6 @@ fn now_ms() -> u64 {
 
 fn encode<T: Serialize>(what: &str, value: &T) -> Result<String, CliError> {
     serde_json::to_string(value).map_err(|e| CliError::new(format!("cannot encode {what}: {e}")))
-}
-
-/// Writes a state file (a kill point).
-fn write_state(state: &StateDir, file: &StateFile, text: &str) -> Result<(), CliError> {
-    patronus_runtime::fault::point("write state");
-    Ok(state.write(file, text.as_bytes())?)
-}
-
-/// Removes a state file if it is there (a kill point only when it is).
-pub(crate) fn remove_state(state: &StateDir, file: &StateFile) -> Result<(), CliError> {
-    if state.exists(file) {
-        patronus_runtime::fault::point("unlink state");
-        state.remove(file)?;
-    }
-    Ok(())
 }
 
 impl Txn {
@@ -308,56 +295,26 @@ fn reconcile(
 ) -> Result<(), CliError> {
     let snapshot = match &txn.snapshot {
         Some(snapshot) => snapshot.clone(),
-        None => crate::cmd_table::read_snapshot(lock, iface)?,
+        None => read_snapshot(lock, iface)?,
     };
     let path = lock.state.file_path(&StateFile::Journal);
     let journal = match &txn.journal {
-        Some(text) => crate::cmd_table::parse_journal(text, &path)?,
-        None => crate::cmd_table::read_journal(lock)?,
+        Some(text) => parse_journal(text, &path)?,
+        None => read_journal(lock)?,
     };
     let color = ColorArgs {
         color: ColorChoice::Never,
     };
-    let compiled = crate::cmd_apply::compile_snapshot_edited(&snapshot, &color, &mut |policy| {
-        crate::cmd_table::edit_tables(policy, &journal).map(drop)
-    })?
-    .ok_or_else(|| {
+    let compiled = compile(Source::Saved(&snapshot), &journal, &color)?.ok_or_else(|| {
         CliError::new(format!(
             "{iface}: the saved policy `{}` no longer compiles: cannot finish an interrupted \
              update",
             snapshot.name
         ))
     })?;
-    install::update_in_place(
-        &roots.pins(iface),
-        &crate::cmd_apply::content_maps(&compiled),
-    )
-    .map(drop)
-    .map_err(|e| CliError::new(format!("{iface}: cannot finish an interrupted update: {e}")))
-}
-
-/// With the lock held: finishes an interrupted change, then performs an
-/// overdue `--confirm` rollback. What was done is printed on stderr.
-pub(crate) fn settle_locked(
-    roots: &Roots,
-    lock: &ApplyLock,
-    iface: &IfaceName,
-) -> Result<(), CliError> {
-    if let Some(note) = recover(roots, lock, iface)? {
-        eprintln!("patronusc: {note}");
-    }
-    if let Some(note) = crate::cmd_confirm::overdue_rollback(roots, lock, iface)? {
-        eprintln!("patronusc: warning: {note}");
-    }
-    Ok(())
-}
-
-/// Takes the interface lock and settles (see [`settle_locked`]): what
-/// every command that reads or changes an interface's policy does first.
-pub(crate) fn settle(roots: &Roots, iface: &IfaceName) -> Result<ApplyLock, CliError> {
-    let lock = ApplyLock::take(roots, iface)?;
-    settle_locked(roots, &lock, iface)?;
-    Ok(lock)
+    install::update_in_place(&roots.pins(iface), &compiled.content_maps())
+        .map(drop)
+        .map_err(|e| CliError::new(format!("{iface}: cannot finish an interrupted update: {e}")))
 }
 
 /// Ignores SIGHUP for the rest of the process: a change in progress must

@@ -120,7 +120,7 @@ pub fn remove_filter(ifindex: u32) -> Result<bool, RuntimeError> {
 
 /// Whether the policy pinned at `pins` runs its egress program as a
 /// filter (a pinned egress program without a tcx link).
-pub fn filter_installed(pins: &crate::install::Pins) -> bool {
+pub fn filter_installed(pins: &crate::pins::Pins) -> bool {
     use patronus_codegen::elf::ProgramKind;
     pins.prog(ProgramKind::Tc).exists() && !pins.tc_link().exists()
 }
@@ -128,7 +128,7 @@ pub fn filter_installed(pins: &crate::install::Pins) -> bool {
 /// Removes the egress filter of the policy pinned at `pins`, if it runs
 /// one (its interface read from the pinned XDP link): before the pins go,
 /// since nothing else would take the filter down.
-pub fn remove_filter_of(pins: &crate::install::Pins) {
+pub fn remove_filter_of(pins: &crate::pins::Pins) {
     use std::os::fd::AsFd as _;
     if filter_installed(pins)
         && let Ok(link) = sys::obj_get(&pins.xdp_link())
@@ -142,16 +142,16 @@ pub fn remove_filter_of(pins: &crate::install::Pins) {
 /// The egress program running for the policy pinned at `pins`: the tcx
 /// link's, or with a filter the pinned egress program (the filter at
 /// Patronus's priority is only ever set from it).
-pub fn running_egress(pins: &crate::install::Pins) -> Option<u32> {
+pub fn running_egress(pins: &crate::pins::Pins) -> Option<u32> {
     use std::os::fd::AsFd as _;
     if filter_installed(pins) {
-        let ifindex = crate::install::pinned_link(&pins.xdp_link())?.ifindex;
+        let ifindex = crate::pins::pinned_link(&pins.xdp_link())?.ifindex;
         let prog = sys::obj_get(&pins.prog(patronus_codegen::elf::ProgramKind::Tc)).ok()?;
         return (ifindex != 0)
             .then(|| sys::prog_id(prog.as_fd()).ok())
             .flatten();
     }
-    crate::install::pinned_link(&pins.tc_link())
+    crate::pins::pinned_link(&pins.tc_link())
         .filter(|info| info.ifindex != 0)
         .map(|info| info.prog_id)
 }

@@ -5,7 +5,11 @@
 //!   programs verified — with `BPF_PROG_TEST_RUN` test runs, counter reads
 //!   and state resets.
 //! - [`install`]: attaching a policy to an interface (XDP + tcx egress
-//!   links pinned on bpffs), atomic replacement, pinned counters, removal.
+//!   links pinned on bpffs), atomic replacement, in-place updates, removal;
+//!   on [`pins`] (the bpffs names, live maps), [`counters`] and
+//!   [`privileges`].
+//! - [`deploy`]: the deployment decisions — map roles, in place or
+//!   replace, counters carried by rule identity, run-time table edits.
 //! - [`host`]: the pin and state directories of each interface (validated
 //!   names, root-owned 0700 directories used through verified descriptors).
 //! - [`events`]: `log` events from a pinned ring buffer.
@@ -22,6 +26,9 @@
 //! the bytes it is given and reads counters as u64 words.
 
 pub mod attach;
+mod batch;
+pub mod counters;
+pub mod deploy;
 pub mod error;
 pub mod events;
 pub mod fault;
@@ -30,6 +37,8 @@ pub mod host;
 pub mod install;
 pub mod loaded;
 pub mod mapped;
+pub mod pins;
+pub mod privileges;
 pub mod sys;
 
 pub use error::RuntimeError;

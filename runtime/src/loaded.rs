@@ -20,6 +20,7 @@ use aya::programs::{Program, ProgramError};
 use aya::{EbpfError, EbpfLoader};
 use patronus_codegen::elf::ProgramKind;
 
+use crate::batch::{BATCH_ENTRIES, WriteError, batch_refused, update_batched};
 use crate::error::{RuntimeError, annotation, failing_insn, log_tail};
 use crate::sys;
 
@@ -33,9 +34,6 @@ mod map_type {
     pub const LRU_PERCPU_HASH: u32 = 10;
     pub const LPM_TRIE: u32 = 11;
 }
-
-/// Entries per `BPF_MAP_UPDATE_BATCH` call: bounds the staging buffers.
-const BATCH_ENTRIES: usize = 8192;
 
 /// `bpf_prog_type` numbers of the probe program.
 const PROG_TYPE_XDP: u32 = 6;
@@ -84,6 +82,15 @@ impl MapShape {
             flags: map.flags,
         }
     }
+
+    /// No map's shape (a map whose info cannot be read).
+    pub const UNKNOWN: MapShape = MapShape {
+        map_type: 0,
+        key_size: 0,
+        value_size: 0,
+        max_entries: 0,
+        flags: 0,
+    };
 
     /// The shape of a map the kernel already has.
     pub fn of_info(info: &sys::MapInfo) -> MapShape {
@@ -519,7 +526,7 @@ impl Loaded {
         }
         handle.filled = true;
         let info = handle.info;
-        if info.map_flags & patronus_codegen::xdp::dir24::MMAPABLE != 0 {
+        if crate::deploy::roles::filled_through_mapping(info.map_flags) {
             return crate::mapped::fill_runs(fill.name, handle.fd.as_fd(), &info, &fill.entries);
         }
         if fill.entries.len() > info.max_entries as usize {
@@ -565,47 +572,26 @@ impl Loaded {
             }
         };
         let fd = handle.fd.as_fd();
-        let map_err = |op, error| RuntimeError::Map {
-            map: fill.name.to_owned(),
-            op,
-            error,
-        };
-        let mut batch_supported = true;
-        let mut keys = Vec::new();
-        let mut values = Vec::new();
-        let mut done = 0;
-        while batch_supported && done < fill.entries.len() {
-            let chunk = &fill.entries[done..(done + BATCH_ENTRIES).min(fill.entries.len())];
-            keys.clear();
-            values.clear();
-            for (key, value) in chunk {
-                keys.extend_from_slice(key);
-                stored_value(value, &mut values);
-            }
-            match sys::map_update_batch(fd, &keys, &values, chunk.len() as u32) {
-                Ok(()) => done += chunk.len(),
-                Err((error, applied)) if applied == 0 && done == 0 && batch_refused(&error) => {
-                    batch_supported = false;
+        update_batched(fd, &fill.entries, &stored_value, None).map_err(|failed| {
+            let WriteError {
+                error,
+                done,
+                batched,
+            } = failed;
+            if batched {
+                RuntimeError::Map {
+                    map: fill.name.to_owned(),
+                    op: "batched update",
+                    error: io::Error::new(error.kind(), format!("{error} (at entry {done})")),
                 }
-                Err((error, applied)) => {
-                    return Err(RuntimeError::Map {
-                        map: fill.name.to_owned(),
-                        op: "batched update",
-                        error: io::Error::new(
-                            error.kind(),
-                            format!("{error} (at entry {})", done + applied as usize),
-                        ),
-                    });
+            } else {
+                RuntimeError::Map {
+                    map: fill.name.to_owned(),
+                    op: "update",
+                    error,
                 }
             }
-        }
-        let mut value_buf = Vec::new();
-        for (key, value) in &fill.entries[done..] {
-            value_buf.clear();
-            stored_value(value, &mut value_buf);
-            sys::map_update_elem(fd, key, &value_buf).map_err(|e| map_err("update", e))?;
-        }
-        Ok(())
+        })
     }
 
     /// Runs the XDP program once on `frame`.
@@ -782,21 +768,13 @@ impl Loaded {
     /// emptied (hash maps) or zeroed (arrays).
     pub fn reset_state(&mut self) -> Result<(), RuntimeError> {
         for (name, map) in &self.maps {
-            if map.filled {
+            if !crate::deploy::roles::accumulates(map.filled) {
                 continue;
             }
             clear_map(name, map, self.cpus)?;
         }
         Ok(())
     }
-}
-
-/// The batch command is not implemented for this map type (or kernel).
-fn batch_refused(error: &io::Error) -> bool {
-    matches!(
-        error.raw_os_error(),
-        Some(sys::ENOTSUPP | libc::EOPNOTSUPP | libc::EINVAL)
-    )
 }
 
 fn clear_map(name: &str, map: &MapHandle, cpus: usize) -> Result<(), RuntimeError> {

@@ -140,7 +140,7 @@ pub fn with_slots<R>(
     })?;
     let len = info.max_entries as usize * (info.value_size as usize).next_multiple_of(8);
     let (start, end) = (first as usize * 4, (last as usize + 1) * 4);
-    if first > last || end > len || info.map_flags & dir24::MMAPABLE == 0 {
+    if first > last || end > len || !crate::deploy::roles::filled_through_mapping(info.map_flags) {
         return Err(RuntimeError::Map {
             map: name.to_owned(),
             op: "map slots",

@@ -14,7 +14,6 @@ use std::time::Duration;
 use clap::Parser as _;
 
 use super::{IfaceState, Shared};
-use crate::cli::{Cli, Command};
 
 const MAX_REQUEST: usize = 8 * 1024;
 
@@ -181,6 +180,20 @@ pub fn metrics(shared: &Shared) -> String {
     out
 }
 
+/// `patronusc stats ...` alone: the agent reads counters the way the
+/// command does, without the whole command line's grammar.
+#[derive(clap::Parser)]
+#[command(name = "patronusc")]
+struct StatsLine {
+    #[command(subcommand)]
+    command: StatsOnly,
+}
+
+#[derive(clap::Subcommand)]
+enum StatsOnly {
+    Stats(crate::cmd_stats::StatsArgs),
+}
+
 /// `stats --prometheus` for the enforcing interfaces; an interface whose
 /// counters cannot be read is a comment and a scrape-error sample, never a
 /// silently missing series.
@@ -192,11 +205,10 @@ fn policy_counters(shared: &Shared, ifaces: &[&str]) -> String {
             .into_iter()
             .map(str::to_owned)
             .chain(shared.roots.iter().cloned());
-        let collected = match Cli::try_parse_from(argv) {
-            Ok(Cli {
-                command: Command::Stats(args),
+        let collected = match StatsLine::try_parse_from(argv) {
+            Ok(StatsLine {
+                command: StatsOnly::Stats(args),
             }) => crate::cmd_stats::collect(&args).map_err(|e| e.message),
-            Ok(_) => Err("not a stats command".to_owned()),
             Err(error) => Err(error.to_string()),
         };
         match collected {

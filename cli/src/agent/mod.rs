@@ -140,7 +140,7 @@ pub fn log(level: &str, event: &str, fields: &[(&str, serde_json::Value)]) {
         .unwrap_or_default();
     object.insert(
         "ts".into(),
-        crate::cmd_log::utc_time(now.as_nanos() as u64).into(),
+        crate::common::utc_time(now.as_nanos() as u64).into(),
     );
     object.insert("level".into(), level.into());
     object.insert("event".into(), event.into());

@@ -13,13 +13,13 @@ use std::str::FromStr;
 
 use super::dirs::{self, SafeDir};
 use super::{HostError, mounts};
-use crate::install::{self, Pins};
+use crate::pins::{self, Pins};
 
 /// Where metadata and lock files live by default.
 pub const DEFAULT_STATE_ROOT: &str = "/run/patronus";
 
 /// Where policies are pinned by default.
-pub const DEFAULT_PIN_ROOT: &str = install::DEFAULT_PIN_ROOT;
+pub const DEFAULT_PIN_ROOT: &str = pins::DEFAULT_PIN_ROOT;
 
 /// `IFNAMSIZ - 1`: the longest interface name the kernel accepts.
 pub const MAX_IFACE_LEN: usize = 15;
@@ -218,7 +218,7 @@ impl Roots {
     /// process, creates (mode 0700) or verifies the pin root and
     /// `PIN_ROOT/IFACE`, and returns the pins of `iface`.
     pub fn prepare_pins(&self, iface: &IfaceName) -> Result<Pins, HostError> {
-        install::ensure_bpffs(&self.pin_root).map_err(|e| HostError::Ephemeral {
+        pins::ensure_bpffs(&self.pin_root).map_err(|e| HostError::Ephemeral {
             reason: e.to_string(),
         })?;
         let root = SafeDir::create(&self.pin_root)?;
@@ -285,7 +285,7 @@ impl Roots {
         };
         // A clsact egress filter (no tcx) has no pin to remove: delete it
         // while the XDP link still names the interface.
-        crate::attach::remove_filter_of(&crate::install::Pins::new(dir.path()));
+        crate::attach::remove_filter_of(&crate::pins::Pins::new(dir.path()));
         // The links first: once they are gone nothing runs, and if they
         // cannot go, nothing else is touched.
         for link in ["link_xdp", "link_tc"] {
@@ -324,7 +324,7 @@ impl Roots {
 /// `patronusc load --pin-dir DIR`: makes sure bpffs is mounted and that
 /// pins there outlive this process, creates (mode 0700) or verifies `dir`.
 pub fn prepare_pin_dir(dir: &Path) -> Result<Pins, HostError> {
-    install::ensure_bpffs(dir).map_err(|e| HostError::Ephemeral {
+    pins::ensure_bpffs(dir).map_err(|e| HostError::Ephemeral {
         reason: e.to_string(),
     })?;
     let verified = SafeDir::create(dir)?;

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use clap::Parser as _;
 use patronus_cli::cli::{Cli, Command};
-use patronus_cli::cmd_apply;
 use patronus_cli::common::{CliError, Status};
+use patronus_cli::{cmd_apply, cmd_stats};
 use patronus_runtime::install::{self, Pins};
 
 pub const SERVER: &str = "192.0.2.80";
@@ -166,7 +166,7 @@ impl Setup {
         in_netns(&self.server, move || match &cli.command {
             Command::Apply(a) => cmd_apply::run_apply(a),
             Command::Status(a) => cmd_apply::run_status(a),
-            Command::Stats(a) => cmd_apply::run_stats(a),
+            Command::Stats(a) => cmd_stats::run_stats(a),
             Command::Unload(a) => cmd_apply::run_unload(a),
             other => panic!("not an apply command: {other:?}"),
         })
