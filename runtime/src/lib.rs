@@ -12,6 +12,8 @@
 //! - [`probe`]: whether this process can load and test-run programs at all.
 //! - [`attach`]: the egress program as a tcx link or, without tcx, a
 //!   `clsact` filter.
+//! - [`doctor`]: `patronusc doctor`'s checks of the host, an interface
+//!   and a policy's needs, as a report of pass / warn / fail / unknown.
 //! - [`features`]: what this kernel's BPF offers (verifier generation,
 //!   helpers, map types, tcx, XDP links), probed once per process.
 //! - [`RuntimeError`]: every failure as data; verifier rejections carry the
@@ -22,6 +24,7 @@
 //! the bytes it is given and reads counters as u64 words.
 
 pub mod attach;
+pub mod doctor;
 pub mod error;
 pub mod events;
 pub mod fault;
