@@ -13,6 +13,7 @@ use patronus_compiler::ir;
 use patronus_runtime::doctor::{self, Options, PolicyPlan, Report, Status as CheckStatus};
 use patronus_runtime::host::IfaceName;
 use patronus_runtime::install;
+use serde::Serialize;
 
 use crate::common::{
     CliError, ColorArgs, Status, TableAccessArgs, print_human_diagnostics, read_policy,
@@ -95,16 +96,17 @@ fn plan(args: &DoctorArgs, path: &std::path::Path) -> Result<PolicyPlan, CliErro
 /// then the counts.
 pub fn render_text(report: &Report) -> String {
     let mut out = String::new();
+    let width = report.checks.iter().map(|c| c.id.len()).max().unwrap_or(0);
     for check in &report.checks {
         out.push_str(&format!(
-            "{:<7}  {:<28}  {}: {}\n",
+            "{:<7}  {:<width$}  {}: {}\n",
             check.status.as_str(),
             check.id,
             check.title,
             check.detail
         ));
         if let Some(fix) = &check.fix {
-            out.push_str(&format!("{:<7}  {:<28}  fix: {fix}\n", "", ""));
+            out.push_str(&format!("{:<7}  {:<width$}  fix: {fix}\n", "", ""));
         }
     }
     out.push_str(&format!(
@@ -118,19 +120,27 @@ pub fn render_text(report: &Report) -> String {
     out
 }
 
+/// One check in JSON, its fields in this order.
+#[derive(Serialize)]
+struct JsonCheck<'a> {
+    id: &'a str,
+    title: &'a str,
+    status: &'static str,
+    detail: &'a str,
+    fix: Option<&'a str>,
+}
+
 /// `{"checks": [{id, title, status, detail, fix}], "summary": {...}}`.
 pub fn render_json(report: &Report) -> String {
-    let checks: Vec<serde_json::Value> = report
+    let checks: Vec<JsonCheck<'_>> = report
         .checks
         .iter()
-        .map(|c| {
-            serde_json::json!({
-                "id": c.id,
-                "title": c.title,
-                "status": c.status.as_str(),
-                "detail": c.detail,
-                "fix": c.fix,
-            })
+        .map(|c| JsonCheck {
+            id: &c.id,
+            title: &c.title,
+            status: c.status.as_str(),
+            detail: &c.detail,
+            fix: c.fix.as_deref(),
         })
         .collect();
     let summary = serde_json::json!({
@@ -139,6 +149,7 @@ pub fn render_json(report: &Report) -> String {
         "fail": report.count(CheckStatus::Fail),
         "unknown": report.count(CheckStatus::Unknown),
     });
+    // Plain strings and numbers: serialising cannot fail.
     let mut text = serde_json::to_string_pretty(&serde_json::json!({
         "checks": checks,
         "summary": summary,

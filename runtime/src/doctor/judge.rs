@@ -358,8 +358,8 @@ pub fn native_xdp(
     let (id, title) = ("iface.xdp-native", "native XDP support of the driver");
     let generic = || {
         Some(format!(
-            "none in software: use a NIC whose driver has native XDP; `apply -i {iface}` runs \
-             the policy in generic mode (after the kernel built its socket buffer)"
+            "no software fix: put the policy on a NIC whose driver has native XDP; on \
+             `{iface}`, `apply` runs it in generic mode"
         ))
     };
     match features {
