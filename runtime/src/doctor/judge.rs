@@ -434,11 +434,35 @@ pub struct XdpAttached {
 
 /// The XDP programs running on the interface, against Patronus's pinned
 /// link there (`patronus`: its program id, if a policy is applied).
-pub fn xdp_attached(iface: &str, attached: Fact<XdpAttached>, patronus: Option<u32>) -> Check {
+pub fn xdp_attached(
+    iface: &str,
+    attached: Fact<XdpAttached>,
+    patronus: Fact<Option<u32>>,
+) -> Check {
     let (id, title) = ("iface.xdp-attached", "XDP programs on the interface");
     let attached = match attached {
         Ok(a) => a,
         Err(reason) => return unknown(id, title, reason),
+    };
+    let patronus = match patronus {
+        Ok(p) => p,
+        Err(_) if attached.programs.is_empty() => None,
+        Err(reason) => {
+            let programs: Vec<String> = attached
+                .programs
+                .iter()
+                .map(|(mode, prog)| format!("program {prog} ({})", mode.name()))
+                .collect();
+            return unknown(
+                id,
+                title,
+                format!(
+                    "{} attached; whose is unknown: Patronus's pinned link cannot be read \
+                     ({reason})",
+                    programs.join(", ")
+                ),
+            );
+        }
     };
     let ours = |prog: u32| patronus == Some(prog);
     let others: Vec<String> = attached
@@ -802,22 +826,21 @@ mod tests {
     #[test]
     fn attached_programs() {
         let none = XdpAttached::default();
-        assert_eq!(status(&xdp_attached("v", Ok(none), None)), Status::Pass);
+        let check =
+            |a: &XdpAttached, p: Fact<Option<u32>>| xdp_attached("v", Ok(a.clone()), p).status;
+        assert_eq!(check(&none, Ok(None)), Status::Pass);
+        assert_eq!(check(&none, Err("EACCES".into())), Status::Pass);
         let ours = XdpAttached {
             programs: vec![(XdpMode::Native, 7)],
         };
-        assert_eq!(
-            status(&xdp_attached("v", Ok(ours.clone()), Some(7))),
-            Status::Pass
-        );
-        assert_eq!(status(&xdp_attached("v", Ok(ours), None)), Status::Fail);
+        assert_eq!(check(&ours, Ok(Some(7))), Status::Pass);
+        assert_eq!(check(&ours, Ok(None)), Status::Fail);
+        // Unreadable pins: whose program it is cannot be told.
+        assert_eq!(check(&ours, Err("EACCES".into())), Status::Unknown);
         let generic = XdpAttached {
             programs: vec![(XdpMode::Generic, 7)],
         };
-        assert_eq!(
-            status(&xdp_attached("v", Ok(generic), Some(7))),
-            Status::Warn
-        );
+        assert_eq!(check(&generic, Ok(Some(7))), Status::Warn);
     }
 
     #[test]

@@ -186,7 +186,7 @@ fn bpffs() -> Fact<Bpffs> {
 
 fn feature_checks(policy: Option<&PolicyPlan>) -> Vec<Check> {
     // Without bpf(2) every probe answers "absent": say so instead.
-    let usable = crate::probe().map_err(|e| format!("cannot probe: {e}"));
+    let usable = crate::probe().map_err(|e| e.to_string());
     let found = features::current();
     let mut checks = vec![match &usable {
         Ok(()) => Check::new(
@@ -208,11 +208,31 @@ fn feature_checks(policy: Option<&PolicyPlan>) -> Vec<Check> {
         ),
     }];
     for feature in Feature::ALL {
-        let present = usable.clone().map(|()| found.has(feature));
+        let present = match &usable {
+            Ok(()) => Ok(found.has(feature)),
+            Err(_) => Err("not probed: this process cannot load BPF programs (kernel.bpf)".into()),
+        };
         let needed = policy.map(|p| p.needs.contains(&feature));
         checks.push(judge::feature(feature, present, needed, &found.release));
     }
     checks
+}
+
+/// The program of Patronus's XDP link pinned in `pins`, if it is attached
+/// to `ifindex`; why not known when the pin cannot be read.
+fn patronus_program(pins: &crate::install::Pins, ifindex: u32) -> Fact<Option<u32>> {
+    use std::os::fd::AsFd as _;
+    let path = pins.xdp_link();
+    let link = match crate::sys::obj_get(&path) {
+        Ok(link) => link,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {
+            return Ok(None);
+        }
+        Err(e) => return Err(format!("reading `{}`: {e}", path.display())),
+    };
+    let info = crate::sys::link_info(link.as_fd())
+        .map_err(|e| format!("reading `{}`: {e}", path.display()))?;
+    Ok((info.ifindex == ifindex).then_some(info.prog_id))
 }
 
 fn interface_checks(iface: &IfaceName, pin_root: Option<&Path>) -> Vec<Check> {
@@ -238,12 +258,10 @@ fn interface_checks(iface: &IfaceName, pin_root: Option<&Path>) -> Vec<Check> {
         _ => "driver unknown".to_owned(),
     });
     let attached = probe::xdp_attached(ifindex);
-    let patronus = pin_root.and_then(|root| {
-        let pins = crate::install::Pins::new(root.join(name));
-        crate::install::pinned_link(&pins.xdp_link())
-            .filter(|link| link.ifindex == ifindex)
-            .map(|link| link.prog_id)
-    });
+    let patronus = match pin_root {
+        Some(root) => patronus_program(&crate::install::Pins::new(root.join(name)), ifindex),
+        None => Ok(None),
+    };
     let running_mode = attached
         .as_ref()
         .ok()
