@@ -18,7 +18,7 @@ Exit status:
      changed; snapshot --check: the policy no longer matches its snapshot;
      doctor: a check failed
   2  usage error or I/O error (missing, unreadable or non-UTF-8 file);
-     test/explain/diff/snapshot: the policy has errors
+     test/explain/diff/snapshot/doctor: the policy has errors
 
 See `patronusc explain-code P0103` for what a diagnostic code means.";
 
