@@ -169,13 +169,16 @@ pub fn run(options: &Options<'_>) -> Report {
 fn bpffs() -> Fact<Bpffs> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(|e| format!("/proc/self/mountinfo: {e}"))?;
-    let mounted = mountinfo.lines().any(|line| {
-        let Some((before, after)) = line.split_once(" - ") else {
-            return false;
-        };
-        before.split_whitespace().nth(4) == Some("/sys/fs/bpf")
-            && after.split_whitespace().next() == Some("bpf")
-    });
+    // The last mount at a path is the one visible there (mounts stack).
+    let mounted = mountinfo
+        .lines()
+        .rev()
+        .find_map(|line| {
+            let (before, after) = line.split_once(" - ")?;
+            (before.split_whitespace().nth(4) == Some("/sys/fs/bpf"))
+                .then(|| after.split_whitespace().next() == Some("bpf"))
+        })
+        .unwrap_or(false);
     let ephemeral = if mounted {
         crate::host::mounts::ephemeral_reason(Path::new("/sys/fs/bpf"))
     } else {
