@@ -581,7 +581,12 @@ pub fn irq_affinity(iface: &str, irqs: Fact<Vec<(u32, String)>>, cpus: Fact<u32>
             id,
             title,
             Status::Pass,
-            format!("{} IRQs: {}", irqs.len(), abbreviate(&list, 8)),
+            format!(
+                "{} IRQ{}: {}",
+                irqs.len(),
+                if irqs.len() == 1 { "" } else { "s" },
+                abbreviate(&list, 8)
+            ),
             None,
         )
     }

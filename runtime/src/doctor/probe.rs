@@ -280,15 +280,15 @@ pub fn sysfs_dir(iface: &str, ifindex: u32) -> Fact<std::path::PathBuf> {
 }
 
 /// The IRQs of the NIC behind `iface` and their `smp_affinity_list`:
-/// its PCI MSI vectors (`device/msi_irqs`), else `/proc/interrupts` lines
-/// naming the interface.
+/// its PCI MSI vectors (`device/msi_irqs`), else the `/proc/interrupts`
+/// lines naming the interface or its device (`virtio2-input.0`).
 pub fn irqs(iface: &str, ifindex: u32, driver: &str) -> Fact<Vec<(u32, String)>> {
     let dir = sysfs_dir(iface, ifindex)?;
-    if !dir.join("device").exists() {
+    let Ok(device) = std::fs::read_link(dir.join("device")) else {
         return Err(format!(
             "`{iface}` ({driver}) has no device in sysfs: a virtual interface, no IRQs of its own"
         ));
-    }
+    };
     let mut numbers: Vec<u32> = match std::fs::read_dir(dir.join("device/msi_irqs")) {
         Ok(entries) => entries
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
@@ -298,7 +298,12 @@ pub fn irqs(iface: &str, ifindex: u32, driver: &str) -> Fact<Vec<(u32, String)>>
     if numbers.is_empty() {
         let interrupts = std::fs::read_to_string("/proc/interrupts")
             .map_err(|e| os_reason("/proc/interrupts", &e))?;
-        numbers = irqs_naming(&interrupts, iface);
+        let device = device
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or(iface)
+            .to_owned();
+        numbers = irqs_naming(&interrupts, &[iface, &device]);
     }
     numbers.sort_unstable();
     let mut irqs = Vec::new();
@@ -315,24 +320,37 @@ pub fn irqs(iface: &str, ifindex: u32, driver: &str) -> Fact<Vec<(u32, String)>>
     Ok(irqs)
 }
 
-/// IRQ numbers of the `/proc/interrupts` lines whose action names
-/// `iface` (`eth0-TxRx-0`, `eth0`).
-pub fn irqs_naming(interrupts: &str, iface: &str) -> Vec<u32> {
-    interrupts
+/// IRQ numbers of the `/proc/interrupts` lines whose action is one of
+/// `names` or starts with one and a separator (`eth0-TxRx-0`,
+/// `virtio2-input.0`); only the receive queues' (`rx`, `input`) when
+/// some are named so, since the control IRQs do not carry packets.
+pub fn irqs_naming(interrupts: &str, names: &[&str]) -> Vec<u32> {
+    let named: Vec<(u32, &str)> = interrupts
         .lines()
         .filter_map(|line| {
             let (number, rest) = line.trim_start().split_once(':')?;
             let number = number.parse().ok()?;
-            rest.split_whitespace()
-                .last()
-                .filter(|name| {
-                    *name == iface
-                        || name
-                            .strip_prefix(iface)
+            let action = rest.split_whitespace().last()?;
+            names
+                .iter()
+                .any(|name| {
+                    action == *name
+                        || action
+                            .strip_prefix(name)
                             .is_some_and(|tail| tail.starts_with(['-', '_', '@']))
                 })
-                .map(|_| number)
+                .then_some((number, action))
         })
+        .collect();
+    let is_rx = |action: &str| {
+        let lower = action.to_ascii_lowercase();
+        lower.contains("rx") || lower.contains("input")
+    };
+    let rx_only = named.iter().any(|(_, action)| is_rx(action));
+    named
+        .into_iter()
+        .filter(|(_, action)| !rx_only || is_rx(action))
+        .map(|(number, _)| number)
         .collect()
 }
 
@@ -440,7 +458,19 @@ mod tests {
  133:          0          0  PCI-MSI 1048579-edge      eth01-TxRx-0
 NMI:          0          0   Non-maskable interrupts
 ";
-        assert_eq!(irqs_naming(text, "eth0"), vec![130, 131, 132]);
+        // The queues' IRQs (TxRx), not the one named plainly `eth0`.
+        assert_eq!(irqs_naming(text, &["eth0"]), vec![130, 131]);
+        assert_eq!(irqs_naming(text, &["ahci"]), Vec::<u32>::new());
+        let virtio = "\
+ 37:          0          0 PCI-MSIX-0000:00:03.0   0-edge      virtio2-config
+ 38:          0       5223 PCI-MSIX-0000:00:03.0   1-edge      virtio2-input.0
+ 39:       4029          0 PCI-MSIX-0000:00:03.0   2-edge      virtio2-output.0
+ 40:       4029          0 PCI-MSIX-0000:00:04.0   2-edge      virtio3-input.0
+ 41:          0          0 PCI-MSIX-0000:00:05.0   0-edge      eth9
+";
+        assert_eq!(irqs_naming(virtio, &["eth0", "virtio2"]), vec![38]);
+        // No receive queue named: every IRQ of the device.
+        assert_eq!(irqs_naming(virtio, &["eth9", "0000:00:05.0"]), vec![41]);
     }
 
     #[test]
