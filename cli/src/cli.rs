@@ -5,8 +5,8 @@
 use clap::{Parser, Subcommand};
 
 use crate::{
-    agent, cmd_apply, cmd_build, cmd_check, cmd_confirm, cmd_diff, cmd_explain, cmd_fmt,
-    cmd_generate, cmd_log, cmd_snapshot, cmd_stats, cmd_table, cmd_test, lsp,
+    agent, cmd_apply, cmd_build, cmd_check, cmd_confirm, cmd_diff, cmd_doctor, cmd_explain,
+    cmd_fmt, cmd_generate, cmd_log, cmd_snapshot, cmd_stats, cmd_table, cmd_test, lsp,
 };
 
 const AFTER_HELP: &str = "\
@@ -15,9 +15,10 @@ Exit status:
   1  check/build: the policy has errors (or warnings with --deny-warnings);
      test: a test failed (or coverage below --min-coverage);
      fmt --check: a file is not formatted; diff --exit-code: a verdict
-     changed; snapshot --check: the policy no longer matches its snapshot
+     changed; snapshot --check: the policy no longer matches its snapshot;
+     doctor: a check failed
   2  usage error or I/O error (missing, unreadable or non-UTF-8 file);
-     test/explain/diff/snapshot: the policy has errors
+     test/explain/diff/snapshot/doctor: the policy has errors
 
 See `patronusc explain-code P0103` for what a diagnostic code means.";
 
@@ -73,6 +74,9 @@ pub enum Command {
     Completions(cmd_generate::CompletionsArgs),
     /// Write the man pages (patronusc.1, patronusc-CMD.1) into a directory.
     Man(cmd_generate::ManArgs),
+    /// Check this host (and an interface, a policy) against the production
+    /// checklist: pass / warn / fail / unknown, each with its fix.
+    Doctor(cmd_doctor::DoctorArgs),
     /// Serve the Language Server Protocol on stdin/stdout (for editors).
     Lsp(lsp::LspArgs),
     /// Started by `apply --confirm`: rolls back unless confirmed in time.

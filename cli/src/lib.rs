@@ -13,6 +13,7 @@ pub mod cmd_build;
 pub mod cmd_check;
 pub mod cmd_confirm;
 pub mod cmd_diff;
+pub mod cmd_doctor;
 pub mod cmd_explain;
 pub mod cmd_fmt;
 pub mod cmd_generate;
@@ -103,6 +104,7 @@ fn dispatch(command: &Command) -> Result<Status, CliError> {
         Command::Agent(args) => agent::run_agent(args),
         Command::Completions(args) => cmd_generate::run_completions(args, Cli::command()),
         Command::Man(args) => cmd_generate::run_man(args, Cli::command()),
+        Command::Doctor(args) => cmd_doctor::run(args),
         Command::Lsp(args) => lsp::run(args),
         Command::RollbackWatcher(args) => cmd_confirm::run_watcher(args),
     }

@@ -155,6 +155,7 @@ fn interface_names_that_are_paths_are_refused_by_every_command() {
             vec!["table", "list", "-i", name],
             vec!["table", "add", "-i", name, "t", "192.0.2.1"],
             vec!["apply", &web(), "-i", name],
+            vec!["doctor", "-i", name],
         ] {
             let out = host.patronusc(&command);
             assert_eq!(out.code, Some(2), "{command:?}: {}", out.text());

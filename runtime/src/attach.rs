@@ -163,12 +163,27 @@ fn filter_message(kind: u16, flags: u16, ifindex: u32) -> Message {
     message
 }
 
-/// One rtnetlink request: `nlmsghdr`, `tcmsg`, attributes.
-struct Message {
+/// One netlink request: `nlmsghdr`, a family header (`tcmsg` here;
+/// `ifinfomsg` or `genlmsghdr` for the doctor's queries), attributes.
+pub(crate) struct Message {
     bytes: Vec<u8>,
 }
 
 impl Message {
+    /// A request whose family header is `header` (the doctor's queries).
+    pub(crate) fn with_header(kind: u16, flags: u16, header: &[u8]) -> Message {
+        let mut bytes = Vec::with_capacity(64);
+        bytes.extend_from_slice(&0u32.to_ne_bytes()); // length, set at send
+        bytes.extend_from_slice(&kind.to_ne_bytes());
+        bytes.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK | flags).to_ne_bytes());
+        bytes.extend_from_slice(&1u32.to_ne_bytes()); // sequence
+        bytes.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel's
+        bytes.extend_from_slice(header);
+        let mut message = Message { bytes };
+        message.pad();
+        message
+    }
+
     fn new(kind: u16, flags: u16, ifindex: u32, handle: u32, parent: u32, info: u32) -> Message {
         let mut bytes = Vec::with_capacity(128);
         bytes.extend_from_slice(&0u32.to_ne_bytes()); // length, set at send
@@ -186,7 +201,7 @@ impl Message {
         Message { bytes }
     }
 
-    fn attr(&mut self, kind: u16, payload: &[u8]) {
+    pub(crate) fn attr(&mut self, kind: u16, payload: &[u8]) {
         let len = 4 + payload.len();
         self.bytes.extend_from_slice(&(len as u16).to_ne_bytes());
         self.bytes.extend_from_slice(&kind.to_ne_bytes());
@@ -221,18 +236,24 @@ impl Message {
     }
 }
 
-struct Netlink {
+pub(crate) struct Netlink {
     fd: OwnedFd,
 }
 
 impl Netlink {
     fn open() -> io::Result<Netlink> {
+        Netlink::open_protocol(libc::NETLINK_ROUTE)
+    }
+
+    /// A socket of netlink family `protocol` (`NETLINK_ROUTE`,
+    /// `NETLINK_GENERIC`).
+    pub(crate) fn open_protocol(protocol: i32) -> io::Result<Netlink> {
         // SAFETY: plain socket(2) call.
         let fd = unsafe {
             libc::socket(
                 libc::AF_NETLINK,
                 libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
+                protocol,
             )
         };
         if fd < 0 {
@@ -247,24 +268,7 @@ impl Netlink {
     /// Sends `message` and waits for its acknowledgement: `Ok` or the
     /// kernel's error.
     fn request(&self, message: &Message) -> io::Result<()> {
-        let bytes = message.finish();
-        // SAFETY: bytes is valid for its length; the kernel is the peer
-        // (address zero).
-        let sent = unsafe {
-            let mut addr: libc::sockaddr_nl = std::mem::zeroed();
-            addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                bytes.as_ptr().cast(),
-                bytes.len(),
-                0,
-                (&raw const addr).cast(),
-                size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if sent < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        self.send(message)?;
         let mut reply = [0u8; 8192];
         loop {
             // SAFETY: reply is valid for its length.
@@ -306,6 +310,100 @@ impl Netlink {
             }
         }
     }
+
+    /// Sends a `GET` request (not a dump) and returns the payloads (after
+    /// `nlmsghdr`) of the kernel's answers, or the kernel's error.
+    pub(crate) fn query(&self, message: &Message) -> io::Result<Vec<Vec<u8>>> {
+        const NLMSG_DONE: u16 = 3;
+        self.send(message)?;
+        let mut answers = Vec::new();
+        // Link messages with statistics exceed a page; 64 KiB holds any.
+        let mut reply = vec![0u8; 65536];
+        loop {
+            // SAFETY: reply is valid for its length.
+            let got = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    reply.as_mut_ptr().cast(),
+                    reply.len(),
+                    0,
+                )
+            };
+            if got < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let got = got as usize;
+            let mut at = 0usize;
+            while at + 16 <= got {
+                let len =
+                    u32::from_ne_bytes([reply[at], reply[at + 1], reply[at + 2], reply[at + 3]])
+                        as usize;
+                if len < 16 || at + len > got {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "truncated netlink message",
+                    ));
+                }
+                let kind = u16::from_ne_bytes([reply[at + 4], reply[at + 5]]);
+                match kind {
+                    NLMSG_ERROR if len >= 20 => {
+                        let code = i32::from_ne_bytes([
+                            reply[at + 16],
+                            reply[at + 17],
+                            reply[at + 18],
+                            reply[at + 19],
+                        ]);
+                        return if code == 0 {
+                            Ok(answers)
+                        } else {
+                            Err(io::Error::from_raw_os_error(-code))
+                        };
+                    }
+                    NLMSG_DONE => return Ok(answers),
+                    _ => answers.push(reply[at + 16..at + len].to_vec()),
+                }
+                at += len.next_multiple_of(4);
+            }
+        }
+    }
+
+    fn send(&self, message: &Message) -> io::Result<()> {
+        let bytes = message.finish();
+        // SAFETY: bytes is valid for its length; the kernel is the peer
+        // (address zero).
+        let sent = unsafe {
+            let mut addr: libc::sockaddr_nl = std::mem::zeroed();
+            addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                bytes.as_ptr().cast(),
+                bytes.len(),
+                0,
+                (&raw const addr).cast(),
+                size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+/// The attributes (`nlattr`s) of a netlink payload: type (flags
+/// stripped) and value, in order; stops at the first malformed one.
+pub(crate) fn attributes(mut bytes: &[u8]) -> Vec<(u16, &[u8])> {
+    let mut attrs = Vec::new();
+    while bytes.len() >= 4 {
+        let len = usize::from(u16::from_ne_bytes([bytes[0], bytes[1]]));
+        let kind = u16::from_ne_bytes([bytes[2], bytes[3]]) & 0x3fff;
+        if len < 4 || len > bytes.len() {
+            break;
+        }
+        attrs.push((kind, &bytes[4..len]));
+        bytes = &bytes[len.next_multiple_of(4).min(bytes.len())..];
+    }
+    attrs
 }
 
 #[cfg(test)]

@@ -8,14 +8,14 @@
 //! the egress program (`attach`), and refuses an object that needs what
 //! the kernel lacks with an error naming the feature and the Linux
 //! version that has it ([`Features::check`]) instead of the verifier's
-//! "unknown func".
+//! "unknown func". `patronusc doctor` reports every probe ([`Feature::ALL`]).
 
 use std::io;
 use std::os::fd::AsFd as _;
 use std::sync::OnceLock;
 
 use patronus_codegen::insn::kernel::{Helper, map_type};
-use patronus_codegen::insn::{Asm, Reg, SwapBits, encode_all};
+use patronus_codegen::insn::{Asm, Insn, Reg, SwapBits, encode_all};
 use patronus_codegen::{Limits, Verifier};
 
 use crate::error::RuntimeError;
@@ -26,6 +26,12 @@ const PROG_TYPE_SCHED_CLS: u32 = 3;
 const PROG_TYPE_XDP: u32 = 6;
 /// `BPF_F_MMAPABLE`.
 const MMAPABLE: u32 = 1 << 10;
+/// `BPF_MAP_TYPE_*` of the probed map types codegen does not name yet.
+const MAP_TYPE_CPUMAP: u32 = 16;
+const MAP_TYPE_XSKMAP: u32 = 17;
+const MAP_TYPE_BLOOM_FILTER: u32 = 30;
+/// `BPF_FUNC_tcp_raw_gen_syncookie_ipv4`.
+const HELPER_RAW_GEN_SYNCOOKIE_IPV4: u32 = 204;
 
 /// A kernel feature a policy may need.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,9 +44,47 @@ pub enum Feature {
     MmapableArray,
     /// BPF links for XDP: the attachment `apply` pins and swaps.
     XdpLink,
+    /// tcx links for the egress program (else a `clsact` filter).
+    Tcx,
+    /// `bpf_tcp_raw_gen_syncookie_ipv4` and friends: SYN cookies from XDP.
+    Syncookie,
+    /// `BPF_MAP_TYPE_BLOOM_FILTER`.
+    BloomFilter,
+    /// `BPF_MAP_TYPE_CPUMAP`: spreading packets over CPUs.
+    Cpumap,
+    /// `BPF_MAP_TYPE_XSKMAP`: AF_XDP sockets.
+    Xskmap,
 }
 
 impl Feature {
+    /// Every probed feature, in report order.
+    pub const ALL: [Feature; 9] = [
+        Feature::XdpLink,
+        Feature::Tcx,
+        Feature::CoarseClock,
+        Feature::Ringbuf,
+        Feature::MmapableArray,
+        Feature::Syncookie,
+        Feature::BloomFilter,
+        Feature::Cpumap,
+        Feature::Xskmap,
+    ];
+
+    /// A short stable name (doctor's check ids).
+    pub fn id(self) -> &'static str {
+        match self {
+            Feature::CoarseClock => "coarse-clock",
+            Feature::Ringbuf => "ringbuf",
+            Feature::MmapableArray => "mmapable-array",
+            Feature::XdpLink => "xdp-link",
+            Feature::Tcx => "tcx",
+            Feature::Syncookie => "syncookie-helpers",
+            Feature::BloomFilter => "bloom-filter",
+            Feature::Cpumap => "cpumap",
+            Feature::Xskmap => "xskmap",
+        }
+    }
+
     /// What the feature is and what needs it.
     pub fn name(self) -> &'static str {
         match self {
@@ -52,6 +96,11 @@ impl Feature {
                 "memory-mapped BPF arrays (the DIR-24 arrays of large IPv4 tables)"
             }
             Feature::XdpLink => "BPF links for XDP (how `apply` attaches and swaps policies)",
+            Feature::Tcx => "tcx links (the egress program; without them a clsact filter is used)",
+            Feature::Syncookie => "the bpf_tcp_raw_gen_syncookie helpers (SYN cookies from XDP)",
+            Feature::BloomFilter => "BPF bloom filter maps",
+            Feature::Cpumap => "BPF CPU maps (spreading packets over CPUs)",
+            Feature::Xskmap => "BPF XSK maps (AF_XDP sockets)",
         }
     }
 
@@ -62,6 +111,11 @@ impl Feature {
             Feature::Ringbuf => "5.8",
             Feature::MmapableArray => "5.5",
             Feature::XdpLink => "5.9",
+            Feature::Tcx => "6.6",
+            Feature::Syncookie => "6.0",
+            Feature::BloomFilter => "5.16",
+            Feature::Cpumap => "4.15",
+            Feature::Xskmap => "4.18",
         }
     }
 }
@@ -80,6 +134,10 @@ pub struct Features {
     /// tcx (Linux 6.6): egress programs attached as BPF links. Without it
     /// the egress program goes into a `clsact` qdisc as a `cls_bpf` filter.
     pub tcx: bool,
+    pub syncookie: bool,
+    pub bloom_filter: bool,
+    pub cpumap: bool,
+    pub xskmap: bool,
 }
 
 /// The probed features of the running kernel (probed on first use).
@@ -105,6 +163,10 @@ fn probe_all() -> Features {
         // interface" (both EINVAL): the version decides.
         xdp_link: version_at_least(&release, (5, 9)),
         tcx: tcx_present(),
+        syncookie: syncookie_helpers(),
+        bloom_filter: sys::create_map(MAP_TYPE_BLOOM_FILTER, 0, 4, 1, 0).is_ok(),
+        cpumap: sys::create_map(MAP_TYPE_CPUMAP, 4, 4, 1, 0).is_ok(),
+        xskmap: sys::create_map(MAP_TYPE_XSKMAP, 4, 4, 1, 0).is_ok(),
         release,
     }
 }
@@ -118,12 +180,18 @@ impl Features {
         }
     }
 
-    fn has(&self, feature: Feature) -> bool {
+    /// Whether the kernel has `feature`.
+    pub fn has(&self, feature: Feature) -> bool {
         match feature {
             Feature::CoarseClock => self.coarse_clock,
             Feature::Ringbuf => self.ringbuf,
             Feature::MmapableArray => self.mmapable_array,
             Feature::XdpLink => self.xdp_link,
+            Feature::Tcx => self.tcx,
+            Feature::Syncookie => self.syncookie,
+            Feature::BloomFilter => self.bloom_filter,
+            Feature::Cpumap => self.cpumap,
+            Feature::Xskmap => self.xskmap,
         }
     }
 
@@ -153,19 +221,33 @@ impl Features {
 /// flags of its maps.
 pub fn needs(object: &aya_obj::Object) -> Vec<Feature> {
     let mut needs = Vec::new();
-    let coarse = Helper::KtimeGetCoarseNs.id() as i32;
-    let calls_coarse = object.functions.values().any(|f| {
-        // src_reg 0: a helper call (1 is a call of a BPF function).
-        f.instructions
-            .iter()
-            .any(|i| i.code == 0x85 && i.src_reg() == 0 && i.imm == coarse)
-    });
-    if calls_coarse {
+    let calls = |helper: u32| {
+        object.functions.values().any(|f| {
+            // src_reg 0: a helper call (1 is a call of a BPF function).
+            f.instructions
+                .iter()
+                .any(|i| i.code == 0x85 && i.src_reg() == 0 && i.imm == helper as i32)
+        })
+    };
+    if calls(Helper::KtimeGetCoarseNs.id()) {
         needs.push(Feature::CoarseClock);
     }
+    // The four raw syncookie helpers (gen/check, IPv4/IPv6) came together.
+    if (HELPER_RAW_GEN_SYNCOOKIE_IPV4..HELPER_RAW_GEN_SYNCOOKIE_IPV4 + 4).any(calls) {
+        needs.push(Feature::Syncookie);
+    }
     for map in object.maps.values() {
-        if map.map_type() == map_type::RINGBUF && !needs.contains(&Feature::Ringbuf) {
-            needs.push(Feature::Ringbuf);
+        let feature = match map.map_type() {
+            map_type::RINGBUF => Some(Feature::Ringbuf),
+            MAP_TYPE_BLOOM_FILTER => Some(Feature::BloomFilter),
+            MAP_TYPE_CPUMAP => Some(Feature::Cpumap),
+            MAP_TYPE_XSKMAP => Some(Feature::Xskmap),
+            _ => None,
+        };
+        if let Some(feature) = feature
+            && !needs.contains(&feature)
+        {
+            needs.push(feature);
         }
         if map.map_flags() & MMAPABLE != 0 && !needs.contains(&Feature::MmapableArray) {
             needs.push(Feature::MmapableArray);
@@ -202,6 +284,29 @@ fn load(prog_type: u32, asm: Asm) -> io::Result<()> {
 fn helper_callable(helper: Helper) -> bool {
     let mut asm = Asm::new();
     asm.call(helper);
+    asm.mov64_imm(Reg::R0, 2);
+    asm.exit();
+    load(PROG_TYPE_XDP, asm).is_ok()
+}
+
+/// Whether an XDP program may call `bpf_tcp_raw_gen_syncookie_ipv4`
+/// (Linux 6.0, `CONFIG_SYN_COOKIES`): called with a zeroed IPv4 and TCP
+/// header on the stack, the arguments its prototype asks for, so only a
+/// missing helper makes the verifier refuse.
+fn syncookie_helpers() -> bool {
+    let mut asm = Asm::new();
+    asm.mov64_imm(Reg::R1, 0);
+    for off in [-8, -16, -24, -32, -40] {
+        asm.stx_dw(Reg::R10, off, Reg::R1);
+    }
+    asm.mov64_reg(Reg::R1, Reg::R10);
+    asm.add64_imm(Reg::R1, -40); // struct iphdr: 20 bytes
+    asm.mov64_reg(Reg::R2, Reg::R10);
+    asm.add64_imm(Reg::R2, -20); // struct tcphdr: 20 bytes
+    asm.mov64_imm(Reg::R3, 20);
+    asm.emit(Insn::Call {
+        helper: HELPER_RAW_GEN_SYNCOOKIE_IPV4,
+    });
     asm.mov64_imm(Reg::R0, 2);
     asm.exit();
     load(PROG_TYPE_XDP, asm).is_ok()
@@ -272,6 +377,10 @@ mod tests {
             mmapable_array: true,
             xdp_link: true,
             tcx: false,
+            syncookie: false,
+            bloom_filter: false,
+            cpumap: true,
+            xskmap: true,
         };
         let error = features
             .require(Feature::CoarseClock)

@@ -16,6 +16,8 @@
 //! - [`probe`]: whether this process can load and test-run programs at all.
 //! - [`attach`]: the egress program as a tcx link or, without tcx, a
 //!   `clsact` filter.
+//! - [`doctor`]: `patronusc doctor`'s checks of the host, an interface
+//!   and a policy's needs, as a report of pass / warn / fail / unknown.
 //! - [`features`]: what this kernel's BPF offers (verifier generation,
 //!   helpers, map types, tcx, XDP links), probed once per process.
 //! - [`RuntimeError`]: every failure as data; verifier rejections carry the
@@ -29,6 +31,7 @@ pub mod attach;
 mod batch;
 pub mod counters;
 pub mod deploy;
+pub mod doctor;
 pub mod error;
 pub mod events;
 pub mod fault;
