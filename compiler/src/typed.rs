@@ -14,10 +14,9 @@ use patronus_grammar::ast::{Action, Span, Verdict};
 use crate::diag::FileId;
 use crate::net::{PortRange, Prefix};
 
-pub const PROTO_ICMP: u8 = 1;
-pub const PROTO_TCP: u8 = 6;
-pub const PROTO_UDP: u8 = 17;
-pub const PROTO_ICMPV6: u8 = 58;
+/// The protocols the policy language names (`tcp`, `udp`, `icmp`,
+/// `icmpv6`); the numbers are defined in [`crate::proto`].
+pub use crate::proto::{PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 
 /// TCP flag bits as in the TCP header's flags byte.
 pub mod tcp_flags {
