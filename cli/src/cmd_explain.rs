@@ -18,15 +18,14 @@ use patronus_compiler::frame::{Frame, IpPacket, Transport};
 use patronus_compiler::interp::conntrack::Tuple;
 use patronus_compiler::interp::ratelimit::BucketKey;
 use patronus_compiler::interp::{Interpreter, TraceStep};
+use patronus_compiler::render::{self, Level, Report};
 use patronus_compiler::typed::{
     PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Packet, Policy, tcp_flags,
 };
-use patronus_compiler::render::{self, Level, Report};
 use patronus_compiler::{check, packet};
 
 use crate::cmd_test::{
-    PACKET_INTERVAL_NS, counters_text, phase_name, rule_name,
-    rule_span, verdict_name,
+    PACKET_INTERVAL_NS, counters_text, phase_name, rule_name, rule_span, verdict_name,
 };
 use crate::common::{
     CliError, ColorArgs, Status, TableAccessArgs, print_human_diagnostics, read_policy,

@@ -43,6 +43,14 @@ pub struct Policy {
     pub tests: Vec<Test>,
 }
 
+impl Policy {
+    /// Where rule `rule` is written; `None` for an id that is not one of
+    /// its rules.
+    pub fn rule_span(&self, rule: RuleId) -> Option<Span> {
+        self.rules.get(rule.0 as usize).map(|r| r.span)
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RuleId(pub u32);
 
