@@ -369,7 +369,7 @@ fn to_codespan(
     range: impl Fn(&Label) -> std::ops::Range<usize>,
 ) -> cs::Diagnostic<usize> {
     let mut labels = vec![
-        cs::Label::primary(d.primary.file.0, range(&d.primary))
+        cs::Label::primary(d.primary.file.0, range(d.primary))
             .with_message(bound_message(&d.primary.message)),
     ];
     labels.extend(
