@@ -130,9 +130,7 @@ pub(crate) fn emit(h: &mut impl Hook) -> Result<(), CodegenError> {
     let tag = VLAN_TAG_LEN as i32;
 
     a.comment("Ethernet header");
-    a.mov64_reg(Reg::R1, DATA);
-    a.add64_imm(Reg::R1, eth);
-    a.jgt_reg(Reg::R1, DATA_END, eth_truncated);
+    in_frame(a, Reg::R1, DATA, eth, eth_truncated);
     a.ldx_h(Reg::R2, DATA, 12);
     // Tagged frames fall through: the verifier explores the fall-through
     // first, so the tagged state (VLAN fields written) is the one the
@@ -143,9 +141,7 @@ pub(crate) fn emit(h: &mut impl Hook) -> Result<(), CodegenError> {
 
     a.bind(tag1);
     a.comment("first VLAN tag: its id is the packet's VLAN");
-    a.mov64_reg(Reg::R1, DATA);
-    a.add64_imm(Reg::R1, eth + tag);
-    a.jgt_reg(Reg::R1, DATA_END, eth_truncated);
+    in_frame(a, Reg::R1, DATA, eth + tag, eth_truncated);
     a.ldx_h(Reg::R1, DATA, eth as i16);
     a.to_be(Reg::R1, SwapBits::B16);
     a.and64_imm(Reg::R1, 0x0FFF);
@@ -158,9 +154,7 @@ pub(crate) fn emit(h: &mut impl Hook) -> Result<(), CodegenError> {
 
     a.bind(tag2);
     a.comment("second VLAN tag; a third is invalid");
-    a.mov64_reg(Reg::R1, DATA);
-    a.add64_imm(Reg::R1, eth + 2 * tag);
-    a.jgt_reg(Reg::R1, DATA_END, eth_truncated);
+    in_frame(a, Reg::R1, DATA, eth + 2 * tag, eth_truncated);
     a.ldx_h(Reg::R2, DATA, (eth + tag + 2) as i16);
     a.jeq_imm(Reg::R2, wire16(ETHERTYPE_VLAN), too_many);
     a.jeq_imm(Reg::R2, wire16(ETHERTYPE_QINQ), too_many);
@@ -214,9 +208,7 @@ fn ipv4_packet(h: &mut impl Hook) -> Result<(), CodegenError> {
     let a = h.asm();
     let have_hlen = a.new_label();
     a.comment("IPv4 header");
-    a.mov64_reg(Reg::R1, L3);
-    a.add64_imm(Reg::R1, 20);
-    a.jgt_reg(Reg::R1, DATA_END, truncated);
+    in_frame(a, Reg::R1, L3, 20, truncated);
     a.ldx_b(Reg::R1, L3, 0);
     a.mov64_imm(Reg::R2, 20);
     // Version 4 without options is nearly every packet: one compare.
@@ -249,14 +241,7 @@ fn ipv4_packet(h: &mut impl Hook) -> Result<(), CodegenError> {
         a.jne_imm(Reg::R4, 0, non_first);
     }
     a.comment("addresses, TTL, protocol");
-    a.ldx_w(Reg::R1, L3, 12);
-    a.stx_w(FP, pkt.at(PKT_SRC), Reg::R1);
-    a.ldx_w(Reg::R1, L3, 16);
-    a.stx_w(FP, pkt.at(PKT_DST), Reg::R1);
-    a.ldx_b(Reg::R1, L3, 8);
-    a.stx_b(FP, pkt.at(PKT_HOP_LIMIT), Reg::R1);
-    a.ldx_b(PROTO, L3, 9);
-    a.stx_b(FP, pkt.at(PKT_PROTO), PROTO);
+    store_ipv4_fields(a, pkt);
     a.mov64_reg(L4, L3);
     a.add64_reg(L4, Reg::R2);
     a.sub64_reg(SEGLEN, Reg::R2);
@@ -268,14 +253,7 @@ fn ipv4_packet(h: &mut impl Hook) -> Result<(), CodegenError> {
         let a = h.asm();
         a.bind(non_first);
         a.comment("non-first fragment: no transport header");
-        a.ldx_w(Reg::R1, L3, 12);
-        a.stx_w(FP, pkt.at(PKT_SRC), Reg::R1);
-        a.ldx_w(Reg::R1, L3, 16);
-        a.stx_w(FP, pkt.at(PKT_DST), Reg::R1);
-        a.ldx_b(Reg::R1, L3, 8);
-        a.stx_b(FP, pkt.at(PKT_HOP_LIMIT), Reg::R1);
-        a.ldx_b(Reg::R1, L3, 9);
-        a.stx_b(FP, pkt.at(PKT_PROTO), Reg::R1);
+        store_ipv4_fields(a, pkt);
         a.st_b(FP, pkt.at(PKT_L4), i32::from(L4_FRAGMENT));
         a.ja(land_addrs);
     }
@@ -303,9 +281,7 @@ fn ipv6_packet(h: &mut impl Hook) -> Result<(), CodegenError> {
     };
     let a = h.asm();
     a.comment("IPv6 header");
-    a.mov64_reg(Reg::R1, L3);
-    a.add64_imm(Reg::R1, 40);
-    a.jgt_reg(Reg::R1, DATA_END, truncated);
+    in_frame(a, Reg::R1, L3, 40, truncated);
     a.ldx_b(Reg::R1, L3, 0);
     a.rsh64_imm(Reg::R1, 4);
     a.jne_imm(Reg::R1, 6, version);
@@ -353,9 +329,7 @@ fn ipv6_packet(h: &mut impl Hook) -> Result<(), CodegenError> {
         a.jgt_reg(Reg::R1, Reg::R3, ext);
         a.mov64_reg(Reg::R5, L3);
         a.add64_reg(Reg::R5, Reg::R2);
-        a.mov64_reg(Reg::R0, Reg::R5);
-        a.add64_imm(Reg::R0, 2);
-        a.jgt_reg(Reg::R0, DATA_END, ext);
+        in_frame(a, Reg::R0, Reg::R5, 2, ext);
         a.ldx_b(Reg::R1, Reg::R5, 1);
         let ah = a.new_label();
         let frag = a.new_label();
@@ -377,9 +351,7 @@ fn ipv6_packet(h: &mut impl Hook) -> Result<(), CodegenError> {
             a.mov64_reg(Reg::R0, Reg::R2);
             a.add64_imm(Reg::R0, 8);
             a.jgt_reg(Reg::R0, Reg::R3, ext);
-            a.mov64_reg(Reg::R0, Reg::R5);
-            a.add64_imm(Reg::R0, 8);
-            a.jgt_reg(Reg::R0, DATA_END, ext);
+            in_frame(a, Reg::R0, Reg::R5, 8, ext);
             a.ldx_h(Reg::R0, Reg::R5, 2);
             a.to_be(Reg::R0, SwapBits::B16);
             a.rsh64_imm(Reg::R0, 3);
@@ -557,13 +529,33 @@ fn land(
     Ok(())
 }
 
+/// `goto beyond` unless `len` bytes from the packet pointer `base` lie
+/// before `data_end` (what the verifier needs before reading them).
+/// Clobbers `scratch`.
+fn in_frame(a: &mut Asm, scratch: Reg, base: Reg, len: i32, beyond: Label) {
+    a.mov64_reg(scratch, base);
+    a.add64_imm(scratch, len);
+    a.jgt_reg(scratch, DATA_END, beyond);
+}
+
+/// Stores the IPv4 addresses, TTL and protocol; leaves the protocol in
+/// r1 ([`PROTO`]).
+fn store_ipv4_fields(a: &mut Asm, pkt: PacketSlots) {
+    a.ldx_w(Reg::R1, L3, 12);
+    a.stx_w(FP, pkt.at(PKT_SRC), Reg::R1);
+    a.ldx_w(Reg::R1, L3, 16);
+    a.stx_w(FP, pkt.at(PKT_DST), Reg::R1);
+    a.ldx_b(Reg::R1, L3, 8);
+    a.stx_b(FP, pkt.at(PKT_HOP_LIMIT), Reg::R1);
+    a.ldx_b(PROTO, L3, 9);
+    a.stx_b(FP, pkt.at(PKT_PROTO), PROTO);
+}
+
 /// `goto truncated` unless the IP payload (SEGLEN) and the frame (from L4
 /// to DATA_END) both hold an L4 header of `len` bytes. Clobbers r5.
 fn l4_header_fits(a: &mut Asm, len: i32, truncated: Label) {
     a.jlt_imm(SEGLEN, len, truncated);
-    a.mov64_reg(Reg::R5, L4);
-    a.add64_imm(Reg::R5, len);
-    a.jgt_reg(Reg::R5, DATA_END, truncated);
+    in_frame(a, Reg::R5, L4, len, truncated);
 }
 
 /// Loads the TCP/UDP source and destination ports (network order, at the
