@@ -21,7 +21,7 @@ pub use crate::proto::{
     ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMPV6_ECHO_REPLY, ICMPV6_ECHO_REQUEST, NDP_HOP_LIMIT,
     NDP_TYPES, VLAN_TAG_LEN,
 };
-use crate::proto::{IPV6_AH, IPV6_DEST_OPTS, IPV6_FRAGMENT, IPV6_HOP_BY_HOP, IPV6_ROUTING};
+use crate::proto::{IPV6_AH, IPV6_FRAGMENT, IPV6_SKIPPED_EXT_HEADERS};
 
 /// VLAN tags skipped before a frame is invalid (LANGUAGE.md §4).
 pub const MAX_VLAN_TAGS: usize = 2;
@@ -253,10 +253,7 @@ fn parse_ipv6(
         if is_fragment_header && options.fragments_drop {
             return Err(InvalidClass::Fragment);
         }
-        let is_ext = matches!(
-            next,
-            IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS | IPV6_AH
-        ) || is_fragment_header;
+        let is_ext = IPV6_SKIPPED_EXT_HEADERS.contains(&next) || is_fragment_header;
         if !is_ext {
             break;
         }
