@@ -13,13 +13,12 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
-use patronus_codegen::CodegenError;
 use patronus_compiler::diag::Files;
 use patronus_compiler::ir;
 
 use crate::common::{
     CliError, ColorArgs, Status, TableAccessArgs, print_human_diagnostics, read_policy,
-    write_stdout,
+    report_codegen_error, write_stdout,
 };
 
 #[derive(Debug, Args)]
@@ -81,17 +80,10 @@ pub fn run(args: &BuildArgs) -> Result<Status, CliError> {
     // anything else is the compiler's (exit 2).
     let compile = || match patronus_codegen::compile(&program) {
         Ok(object) => Ok(Some(object)),
-        Err(err @ (CodegenError::Limit { .. } | CodegenError::Stack(_))) => {
-            eprintln!(
-                "error: `{}` exceeds a limit of the kernel: {err}",
-                args.policy.display()
-            );
-            Ok(None)
+        Err(err) => {
+            let name = args.policy.display().to_string();
+            report_codegen_error(&files, &policy, &name, &err, args.color.color).map(|()| None)
         }
-        Err(err) => Err(CliError::new(format!(
-            "cannot compile `{}`: {err}",
-            args.policy.display()
-        ))),
     };
     let text = match args.emit {
         Some(Emit::Ir) => ir::text::ir(&program),

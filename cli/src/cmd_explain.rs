@@ -13,20 +13,19 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use clap::Args;
-use codespan_reporting::diagnostic::Severity;
 use patronus_compiler::diag::{self, Diagnostic, Files};
 use patronus_compiler::frame::{Frame, IpPacket, Transport};
 use patronus_compiler::interp::conntrack::Tuple;
 use patronus_compiler::interp::ratelimit::BucketKey;
 use patronus_compiler::interp::{Interpreter, TraceStep};
+use patronus_compiler::render::{self, Level, Report};
 use patronus_compiler::typed::{
     PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Packet, Policy, tcp_flags,
 };
 use patronus_compiler::{check, packet};
 
 use crate::cmd_test::{
-    PACKET_INTERVAL_NS, SourceLabel, counters_text, phase_name, render_source, rule_name,
-    rule_span, verdict_name,
+    PACKET_INTERVAL_NS, counters_text, phase_name, rule_name, rule_span, verdict_name,
 };
 use crate::common::{
     CliError, ColorArgs, Status, TableAccessArgs, print_human_diagnostics, read_policy,
@@ -150,16 +149,20 @@ pub fn run(args: &ExplainArgs) -> Result<Status, CliError> {
     }
     if let Some(rule) = outcome.rule {
         report.push('\n');
-        report.push_str(&render_source(
-            &files,
-            Severity::Note,
-            &format!("decided by {}", rule_name(&policy, rule)),
-            &[SourceLabel::primary(
+        let decided = Report {
+            level: Level::Note,
+            message: format!("decided by {}", rule_name(&policy, rule)),
+            primary: diag::Label::new(
                 policy.file,
                 rule_span(&policy, rule),
                 phase_name(outcome.phase),
-            )],
-            &[],
+            ),
+            secondary: Vec::new(),
+            notes: Vec::new(),
+        };
+        report.push_str(&render::human_report(
+            &files,
+            &decided,
             args.color.color.for_stdout(),
         ));
     }

@@ -38,14 +38,12 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use codespan_reporting::diagnostic::{Diagnostic as CsDiagnostic, Label as CsLabel, Severity};
-use codespan_reporting::files::SimpleFiles;
-use codespan_reporting::term::{self, termcolor};
 use patronus_codegen::insn::kernel::xdp_action;
-use patronus_compiler::diag::{FileId, Files};
+use patronus_compiler::diag::{Files, Label};
 use patronus_compiler::diff::{self, Describer};
 use patronus_compiler::interp::Interpreter;
 use patronus_compiler::ir;
+use patronus_compiler::render::{self, Level, Report};
 use patronus_compiler::semantics::{Counter, Outcome, Phase};
 use patronus_compiler::typed::{Policy, RuleId, Test, TestStep};
 use patronus_compiler::{check, coverage, packet, regions};
@@ -635,18 +633,17 @@ fn render_failure(
         verdict_name(failure.expected),
         verdict_name(outcome.verdict)
     );
-    let mut labels = vec![SourceLabel::primary(
-        policy.file,
-        failure.step.span,
-        step_message,
-    )];
-    if let Some(rule) = outcome.rule {
-        labels.push(SourceLabel::secondary(
-            policy.file,
-            rule_span(policy, rule),
-            format!("decided by this rule ({})", phase_name(outcome.phase)),
-        ));
-    }
+    let secondary = outcome
+        .rule
+        .map(|rule| {
+            Label::new(
+                policy.file,
+                rule_span(policy, rule),
+                format!("decided by this rule ({})", phase_name(outcome.phase)),
+            )
+        })
+        .into_iter()
+        .collect();
     let mut notes = vec![format!("deciding phase: {}", phase_name(outcome.phase))];
     if failure.step.packet.repeat > 1 {
         notes.push(format!(
@@ -659,81 +656,14 @@ fn render_failure(
         "counters: {}",
         counters_text(policy, &outcome.counters)
     ));
-    render_source(
-        files,
-        Severity::Error,
-        &format!("test {:?} failed", test.name),
-        &labels,
-        &notes,
-        color,
-    )
-}
-
-/// A place in a source file to underline.
-pub struct SourceLabel {
-    pub primary: bool,
-    pub file: FileId,
-    pub span: Span,
-    pub message: String,
-}
-
-impl SourceLabel {
-    pub fn primary(file: FileId, span: Span, message: impl Into<String>) -> Self {
-        SourceLabel {
-            primary: true,
-            file,
-            span,
-            message: message.into(),
-        }
-    }
-
-    pub fn secondary(file: FileId, span: Span, message: impl Into<String>) -> Self {
-        SourceLabel {
-            primary: false,
-            file,
-            span,
-            message: message.into(),
-        }
-    }
-}
-
-/// Renders a report with source excerpts, in the same style as compiler
-/// diagnostics (codespan-reporting), but without a code: a test failure or
-/// a trace is not a diagnostic of the policy.
-pub fn render_source(
-    files: &Files,
-    severity: Severity,
-    title: &str,
-    labels: &[SourceLabel],
-    notes: &[String],
-    color: bool,
-) -> String {
-    let mut simple = SimpleFiles::new();
-    for (_, f) in files.iter() {
-        simple.add(f.name.clone(), f.text.clone());
-    }
-    let labels = labels
-        .iter()
-        .map(|l| {
-            let label = if l.primary {
-                CsLabel::primary(l.file.0, l.span.range())
-            } else {
-                CsLabel::secondary(l.file.0, l.span.range())
-            };
-            label.with_message(l.message.clone())
-        })
-        .collect();
-    let diagnostic = CsDiagnostic::new(severity)
-        .with_message(title)
-        .with_labels(labels)
-        .with_notes(notes.to_vec());
-    let mut buffer = if color {
-        termcolor::Buffer::ansi()
-    } else {
-        termcolor::Buffer::no_color()
+    let report = Report {
+        level: Level::Error,
+        message: format!("test {:?} failed", test.name),
+        primary: Label::new(policy.file, failure.step.span, step_message),
+        secondary,
+        notes,
     };
-    let _ = term::emit(&mut buffer, &term::Config::default(), &simple, &diagnostic);
-    String::from_utf8_lossy(buffer.as_slice()).into_owned()
+    render::human_report(files, &report, color)
 }
 
 pub fn rule_span(policy: &Policy, rule: RuleId) -> Span {

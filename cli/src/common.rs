@@ -1,6 +1,7 @@
 //! What every subcommand shares: the outcome and error types behind the
 //! exit codes, reading policy files into [`Files`], the file-system
-//! [`TableLoader`], and writing human diagnostics to stderr.
+//! [`TableLoader`], writing human diagnostics to stderr, and showing why the
+//! code generator refused a policy.
 
 use std::fmt;
 use std::io::{self, IsTerminal, Write};
@@ -9,8 +10,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use patronus_codegen::CodegenError;
 use patronus_compiler::diag::{Diagnostic, FileId, Files, Severity};
 use patronus_compiler::limits::MAX_TABLE_FILE_BYTES;
+use patronus_compiler::typed::Policy;
 use patronus_compiler::{LoadedFile, TableLoader, render};
 
 /// How a subcommand that ran to completion came out: exit 0 or 1. Usage and
@@ -510,6 +513,49 @@ pub(crate) fn require_root_to_read() -> Result<(), CliError> {
     }
 }
 
+/// The diagnostic of a kernel limit the code generator blames on a rule
+/// (`P0017`, at the rule's span in `policy`); `None` for any other error.
+pub fn codegen_limit_diagnostic(policy: &Policy, err: &CodegenError) -> Option<Diagnostic> {
+    let CodegenError::Limit {
+        what,
+        rule: Some(rule),
+    } = err
+    else {
+        return None;
+    };
+    let span = policy.rule_span(*rule)?;
+    Some(patronus_compiler::diag::program_limit_diagnostic(
+        policy.file,
+        span,
+        what,
+    ))
+}
+
+/// Shows why the code generator refused the policy `name` for `build` and
+/// `apply`. A kernel limit is the policy's fault: at a rule it is a
+/// diagnostic pointing there, else one `error:` line; either is printed
+/// here and `Ok` comes back (the command fails, exit 1). Any other error
+/// is the compiler's: a [`CliError`] (exit 2).
+pub fn report_codegen_error(
+    files: &Files,
+    policy: &Policy,
+    name: &str,
+    err: &CodegenError,
+    color: ColorChoice,
+) -> Result<(), CliError> {
+    if let Some(diagnostic) = codegen_limit_diagnostic(policy, err) {
+        print_human_diagnostics(files, &[diagnostic], color);
+        return Ok(());
+    }
+    match err {
+        CodegenError::Limit { .. } | CodegenError::Stack(_) => {
+            eprintln!("error: `{name}` exceeds a limit of the kernel: {err}");
+            Ok(())
+        }
+        _ => Err(CliError::new(format!("cannot compile `{name}`: {err}"))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -536,5 +582,64 @@ mod tests {
             "2024-02-29 12:34:56.789"
         );
         assert_eq!(utc_time(951_782_400_000_000_000), "2000-02-29 00:00:00.000");
+    }
+
+    use patronus_compiler::codes::Code;
+    use patronus_compiler::typed::RuleId;
+
+    struct NoTables;
+
+    impl TableLoader for NoTables {
+        fn load(&self, _policy: &str, _path: &str) -> Result<LoadedFile, String> {
+            Err("no tables".into())
+        }
+    }
+
+    fn policy(text: &str) -> Policy {
+        let mut files = Files::new();
+        let file = files.add("p.pf", text);
+        patronus_compiler::check(&mut files, file, &NoTables)
+            .policy
+            .expect("a valid policy")
+    }
+
+    #[test]
+    fn a_limit_blamed_on_a_rule_points_at_the_rule() {
+        let text = "allow tcp to port 22\nallow udp to port 53\n";
+        let policy = policy(text);
+        let err = CodegenError::Limit {
+            what: "the program needs more than 10 instructions".into(),
+            rule: Some(RuleId(1)),
+        };
+        let d = codegen_limit_diagnostic(&policy, &err).expect("a diagnostic");
+        assert_eq!(d.code, Code::ProgramLimit);
+        assert_eq!(d.primary.file, policy.file);
+        let span = d.primary.span;
+        assert_eq!(&text[span.start..span.end], "allow udp to port 53");
+        assert!(
+            d.message.contains("more than 10 instructions"),
+            "{}",
+            d.message
+        );
+    }
+
+    #[test]
+    fn other_codegen_errors_are_not_rule_diagnostics() {
+        let policy = policy("allow tcp to port 22\n");
+        for err in [
+            CodegenError::Limit {
+                what: "a map is too large".into(),
+                rule: None,
+            },
+            // An id that is no rule of the policy (a bug upstream) does
+            // not point anywhere.
+            CodegenError::Limit {
+                what: "x".into(),
+                rule: Some(RuleId(7)),
+            },
+            CodegenError::Internal { what: "x".into() },
+        ] {
+            assert_eq!(codegen_limit_diagnostic(&policy, &err), None, "{err:?}");
+        }
     }
 }

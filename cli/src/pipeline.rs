@@ -168,8 +168,13 @@ fn compile_text(
     // The code this kernel's verifier accepts (the fast path when it
     // keeps bounds through byte swaps).
     let limits = patronus_runtime::features::current().limits();
-    let mut object = patronus_codegen::compile_with_limits(&program, &limits)
-        .map_err(|err| CliError::new(format!("cannot compile `{name}`: {err}")))?;
+    let mut object = match patronus_codegen::compile_with_limits(&program, &limits) {
+        Ok(object) => object,
+        Err(err) => {
+            crate::common::report_codegen_error(&files, &policy, name, &err, color.color)?;
+            return Ok(None);
+        }
+    };
     test_knob_break_verifier(&mut object)?;
     let counters = program
         .counters

@@ -9,6 +9,8 @@
 //! - [`abi`]: the byte layout of every map key and value, and map images.
 //! - [`xdp`]: the XDP program of a policy (parser, phases); `xdp::ctx` is
 //!   the contract with the state generators.
+//! - [`parser`]: the frame parser both programs share, and the layout
+//!   of the parsed packet on the stack.
 //! - [`object`]: [`compile`], `ir::Program` → [`Object`].
 //!
 //! No I/O and no kernel access: everything here is deterministic and runs
@@ -18,6 +20,7 @@ pub mod abi;
 pub mod elf;
 pub mod insn;
 pub mod object;
+pub mod parser;
 pub mod state;
 pub mod tc;
 pub mod xdp;

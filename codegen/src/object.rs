@@ -5,6 +5,7 @@
 use std::fmt;
 
 use patronus_compiler::ir;
+use patronus_compiler::typed::RuleId;
 
 use crate::elf::{self, MapDef, ObjectSpec, ProgramDef, ProgramKind};
 use crate::insn::AsmError;
@@ -89,9 +90,9 @@ pub struct Object {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CodegenError {
     /// A kernel limit (program size, jump range, stack, map size) the
-    /// policy would exceed; `rule` names the rule that pushed it over when
-    /// one can be blamed.
-    Limit { what: String, rule: Option<String> },
+    /// policy would exceed; `rule` is the rule that pushed it over when
+    /// one can be blamed (the CLI points at it in the source).
+    Limit { what: String, rule: Option<RuleId> },
     /// The stack frame is full.
     Stack(FrameError),
     /// A feature this generator does not implement.
@@ -110,7 +111,7 @@ impl fmt::Display for CodegenError {
             CodegenError::Limit {
                 what,
                 rule: Some(rule),
-            } => write!(f, "{what} (at rule `{rule}`)"),
+            } => write!(f, "{what} (at rule {})", rule.0 + 1),
             CodegenError::Limit { what, rule: None } => f.write_str(what),
             CodegenError::Stack(e) => write!(f, "stack: {e}"),
             CodegenError::Unsupported { what } => write!(f, "not supported yet: {what}"),

@@ -26,6 +26,7 @@ pub enum Code {
     BadPacket,
     ExpansionLimit,
     KernelLimit,
+    ProgramLimit,
     // Warnings
     HostBits,
     DuplicateRule,
@@ -79,6 +80,7 @@ impl Code {
         Code::VerdictChanged,
         Code::DecisionChanged,
         Code::SnapshotMismatch,
+        Code::ProgramLimit,
     ];
 
     pub fn info(self) -> CodeInfo {
@@ -195,6 +197,13 @@ impl Code {
                 Error,
                 "a policy too large for the kernel's verifier or to compile",
                 include_str!("../explain/P0016.md"),
+            ),
+            Code::ProgramLimit => (
+                "P0017",
+                "program-limit",
+                Error,
+                "the generated program exceeds a kernel limit at a rule",
+                include_str!("../explain/P0017.md"),
             ),
             Code::HostBits => (
                 "P0101",

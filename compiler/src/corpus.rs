@@ -41,18 +41,12 @@ pub const BLOCKED_V6_PREFIX: &str = "2001:db8:bad::/48";
 /// The blocklist sizes the benchmark ships a file for.
 pub const BLOCKLIST_SIZES: [usize; 4] = [10, 100, 1_000, 100_000];
 
-const ETH_IPV4: u16 = 0x0800;
-const ETH_IPV6: u16 = 0x86DD;
-const ETH_ARP: u16 = 0x0806;
-const ETH_VLAN: u16 = 0x8100;
-const ETH_QINQ: u16 = 0x88A8;
-const ETH_LLDP: u16 = 0x88CC;
-const PROTO_GRE: u8 = 47;
-const NH_HOP_BY_HOP: u8 = 0;
-const NH_ROUTING: u8 = 43;
-const NH_FRAGMENT: u8 = 44;
-const NH_AH: u8 = 51;
-const NH_DEST_OPTS: u8 = 60;
+use crate::proto::{
+    ETHERTYPE_ARP as ETH_ARP, ETHERTYPE_IPV4 as ETH_IPV4, ETHERTYPE_IPV6 as ETH_IPV6,
+    ETHERTYPE_LLDP as ETH_LLDP, ETHERTYPE_QINQ as ETH_QINQ, ETHERTYPE_VLAN as ETH_VLAN,
+    IPV6_AH as NH_AH, IPV6_DEST_OPTS as NH_DEST_OPTS, IPV6_FRAGMENT as NH_FRAGMENT,
+    IPV6_HOP_BY_HOP as NH_HOP_BY_HOP, IPV6_ROUTING as NH_ROUTING, PROTO_GRE,
+};
 /// IPv4 flags word with Don't Fragment set, offset 0.
 const IPV4_DF: u16 = 0x4000;
 

@@ -155,3 +155,16 @@ pub fn syntax_diagnostic(file: FileId, error: &patronus_grammar::ParseError) -> 
     }
     d
 }
+
+/// A kernel limit the generated program exceeds (`P0017`), blamed on the
+/// rule at `rule_span`: the code generator reports it as data (what, and
+/// the rule's id); `build` and `apply` find the rule's span in the typed
+/// policy and show this.
+pub fn program_limit_diagnostic(file: FileId, rule_span: Span, what: &str) -> Diagnostic {
+    Diagnostic::new(
+        crate::codes::Code::ProgramLimit,
+        format!("the generated program exceeds a limit of the kernel: {what}"),
+        Label::new(file, rule_span, "the program is over the limit from this rule on"),
+    )
+    .with_help("merge rules that share an action into one rule with sets, or move addresses into tables (a table is one lookup, whatever its size)")
+}

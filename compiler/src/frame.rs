@@ -14,33 +14,19 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use crate::semantics::InvalidClass;
 use crate::typed::{self, Family, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, tcp_flags};
 
-pub const ETHERTYPE_IPV4: u16 = 0x0800;
-pub const ETHERTYPE_IPV6: u16 = 0x86DD;
-pub const ETHERTYPE_ARP: u16 = 0x0806;
-pub const ETHERTYPE_VLAN: u16 = 0x8100;
-pub const ETHERTYPE_QINQ: u16 = 0x88A8;
+/// Wire numbers this parser reads, defined in [`crate::proto`]; re-exported
+/// for the callers that build or take apart frames beside it.
+pub use crate::proto::{
+    ETH_HEADER_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN,
+    ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMPV6_ECHO_REPLY, ICMPV6_ECHO_REQUEST, NDP_HOP_LIMIT,
+    NDP_TYPES, VLAN_TAG_LEN,
+};
+use crate::proto::{IPV6_AH, IPV6_FRAGMENT, IPV6_SKIPPED_EXT_HEADERS};
 
-pub const ETH_HEADER_LEN: usize = 14;
-pub const VLAN_TAG_LEN: usize = 4;
 /// VLAN tags skipped before a frame is invalid (LANGUAGE.md §4).
 pub const MAX_VLAN_TAGS: usize = 2;
 /// IPv6 extension headers skipped before a chain is invalid.
 pub const MAX_IPV6_EXT_HEADERS: usize = 4;
-
-const IPV6_HOP_BY_HOP: u8 = 0;
-const IPV6_ROUTING: u8 = 43;
-const IPV6_FRAGMENT: u8 = 44;
-const IPV6_AH: u8 = 51;
-const IPV6_DEST_OPTS: u8 = 60;
-
-pub const ICMP_ECHO_REPLY: u8 = 0;
-pub const ICMP_ECHO_REQUEST: u8 = 8;
-pub const ICMPV6_ECHO_REQUEST: u8 = 128;
-pub const ICMPV6_ECHO_REPLY: u8 = 129;
-/// ICMPv6 router solicitation .. redirect: neighbor discovery (RFC 4861).
-pub const NDP_TYPES: std::ops::RangeInclusive<u8> = 133..=137;
-/// NDP messages are only valid with this hop limit (RFC 4861 §7.1).
-pub const NDP_HOP_LIMIT: u8 = 255;
 
 /// A well-formed frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -267,10 +253,7 @@ fn parse_ipv6(
         if is_fragment_header && options.fragments_drop {
             return Err(InvalidClass::Fragment);
         }
-        let is_ext = matches!(
-            next,
-            IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS | IPV6_AH
-        ) || is_fragment_header;
+        let is_ext = IPV6_SKIPPED_EXT_HEADERS.contains(&next) || is_fragment_header;
         if !is_ext {
             break;
         }

@@ -19,6 +19,7 @@ pub mod limits;
 pub mod lints;
 pub mod net;
 pub mod packet;
+pub mod proto;
 pub mod regions;
 pub mod render;
 pub mod semantics;

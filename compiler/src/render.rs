@@ -24,6 +24,75 @@ use crate::limits::{MAX_SHOWN_LINE_BYTES, bound_message};
 /// left out). Control characters in the source are shown as `?`, so a
 /// file cannot drive the terminal.
 pub fn human(files: &Files, diagnostics: &[Diagnostic], color: bool) -> String {
+    let shown: Vec<Shown> = diagnostics.iter().map(Shown::of_diagnostic).collect();
+    human_shown(files, &shown, color)
+}
+
+/// How loud a [`Report`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Error,
+    Note,
+}
+
+/// A report that points into the policy but is not a diagnostic of it (a
+/// failed test, the rule that decided a traced packet): shown as
+/// [`human`] shows a diagnostic, without a code.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    pub level: Level,
+    pub message: String,
+    pub primary: Label,
+    pub secondary: Vec<Label>,
+    pub notes: Vec<String>,
+}
+
+/// [`human`] for one [`Report`].
+pub fn human_report(files: &Files, report: &Report, color: bool) -> String {
+    let shown = Shown {
+        code: None,
+        severity: match report.level {
+            Level::Error => cs::Severity::Error,
+            Level::Note => cs::Severity::Note,
+        },
+        message: &report.message,
+        primary: &report.primary,
+        secondary: &report.secondary,
+        help: None,
+        notes: &report.notes,
+    };
+    human_shown(files, &[shown], color)
+}
+
+/// What [`human`] shows of a diagnostic or a report.
+struct Shown<'a> {
+    code: Option<&'static str>,
+    severity: cs::Severity,
+    message: &'a str,
+    primary: &'a Label,
+    secondary: &'a [Label],
+    help: Option<&'a str>,
+    notes: &'a [String],
+}
+
+impl<'a> Shown<'a> {
+    fn of_diagnostic(d: &'a Diagnostic) -> Self {
+        Shown {
+            code: Some(d.code.info().code),
+            severity: match d.severity {
+                Severity::Error => cs::Severity::Error,
+                Severity::Warning => cs::Severity::Warning,
+            },
+            message: &d.message,
+            primary: &d.primary,
+            secondary: &d.secondary,
+            help: d.help.as_deref(),
+            notes: &d.notes,
+        }
+    }
+}
+
+fn human_shown(files: &Files, diagnostics: &[Shown], color: bool) -> String {
     let clean: Vec<String> = files
         .iter()
         .map(|(_, f)| {
@@ -45,7 +114,7 @@ pub fn human(files: &Files, diagnostics: &[Diagnostic], color: bool) -> String {
     };
     let config = term::Config::default();
     for d in diagnostics {
-        let labels: Vec<&Label> = std::iter::once(&d.primary).chain(&d.secondary).collect();
+        let labels: Vec<&Label> = std::iter::once(d.primary).chain(d.secondary).collect();
         let long = labels.iter().any(|l| {
             let cols =
                 columns[l.file.0].get_or_insert_with(|| Columns::new(&files.get(l.file).text));
@@ -296,15 +365,11 @@ fn floor_boundary(s: &str, mut i: usize) -> usize {
 }
 
 fn to_codespan(
-    d: &Diagnostic,
+    d: &Shown,
     range: impl Fn(&Label) -> std::ops::Range<usize>,
 ) -> cs::Diagnostic<usize> {
-    let severity = match d.severity {
-        Severity::Error => cs::Severity::Error,
-        Severity::Warning => cs::Severity::Warning,
-    };
     let mut labels = vec![
-        cs::Label::primary(d.primary.file.0, range(&d.primary))
+        cs::Label::primary(d.primary.file.0, range(d.primary))
             .with_message(bound_message(&d.primary.message)),
     ];
     labels.extend(
@@ -317,12 +382,16 @@ fn to_codespan(
         .iter()
         .map(|n| bound_message(n).into_owned())
         .collect();
-    if let Some(help) = &d.help {
+    if let Some(help) = d.help {
         notes.push(format!("help: {}", bound_message(help)));
     }
-    cs::Diagnostic::new(severity)
-        .with_code(d.code.info().code)
-        .with_message(bound_message(&d.message))
+    let diagnostic = cs::Diagnostic::new(d.severity);
+    let diagnostic = match d.code {
+        Some(code) => diagnostic.with_code(code),
+        None => diagnostic,
+    };
+    diagnostic
+        .with_message(bound_message(d.message))
         .with_labels(labels)
         .with_notes(notes)
 }

@@ -14,10 +14,9 @@ use patronus_grammar::ast::{Action, Span, Verdict};
 use crate::diag::FileId;
 use crate::net::{PortRange, Prefix};
 
-pub const PROTO_ICMP: u8 = 1;
-pub const PROTO_TCP: u8 = 6;
-pub const PROTO_UDP: u8 = 17;
-pub const PROTO_ICMPV6: u8 = 58;
+/// The protocols the policy language names (`tcp`, `udp`, `icmp`,
+/// `icmpv6`); the numbers are defined in [`crate::proto`].
+pub use crate::proto::{PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 
 /// TCP flag bits as in the TCP header's flags byte.
 pub mod tcp_flags {
@@ -42,6 +41,14 @@ pub struct Policy {
     /// Every table, whether used or not, in file order.
     pub tables: Vec<Table>,
     pub tests: Vec<Test>,
+}
+
+impl Policy {
+    /// Where rule `rule` is written; `None` for an id that is not one of
+    /// its rules.
+    pub fn rule_span(&self, rule: RuleId) -> Option<Span> {
+        self.rules.get(rule.0 as usize).map(|r| r.span)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -30,7 +30,7 @@ pub fn emit_log(
     };
     let rule_id = i32::try_from(rule.0).map_err(|_| CodegenError::Limit {
         what: format!("rule id {} does not fit a log event", rule.0),
-        rule: None,
+        rule: Some(rule),
     })?;
     let ring = ctx.add_map(ringbuf_map());
     let bucket = ctx.add_map(bucket_map());

@@ -48,7 +48,7 @@ pub fn emit_rate_limit(
     })?;
     let rule_id = i32::try_from(rule.0).map_err(|_| CodegenError::Limit {
         what: format!("rule id {} does not fit a map key", rule.0),
-        rule: Some(info.name.clone()),
+        rule: Some(rule),
     })?;
     let (cost, full) = bucket_bounds(&rate);
     let key = ctx.slot("rl_key", KEY_MAX_SIZE)?;

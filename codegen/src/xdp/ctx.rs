@@ -85,47 +85,12 @@ use crate::insn::MapRef;
 use crate::insn::regs::{Frame, StackSlot};
 use crate::object::MapImage;
 
-pub const PKT_SRC: i16 = 0;
-pub const PKT_DST: i16 = 16;
-pub const PKT_SPORT: i16 = 32;
-pub const PKT_DPORT: i16 = 34;
-pub const PKT_PROTO: i16 = 36;
-pub const PKT_TCP_FLAGS: i16 = 37;
-pub const PKT_ICMP_TYPE: i16 = 38;
-pub const PKT_ICMP_CODE: i16 = 39;
-pub const PKT_ECHO_ID: i16 = 40;
-pub const PKT_L4: i16 = 42;
-pub const PKT_IS_ECHO: i16 = 43;
-pub const PKT_VLAN: i16 = 44;
-pub const PKT_HAS_VLAN: i16 = 46;
-pub const PKT_HOP_LIMIT: i16 = 47;
-pub const PKT_LEN: i16 = 48;
-/// Bytes of the packet region.
-pub const PKT_SIZE: usize = 56;
-
-/// Values of [`PKT_L4`].
-pub const L4_OTHER: u8 = 0;
-pub const L4_TCP: u8 = 1;
-pub const L4_UDP: u8 = 2;
-pub const L4_ICMP: u8 = 3;
-pub const L4_FRAGMENT: u8 = 4;
-
-/// Where the parsed packet lives: `r10 + base + PKT_*`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PacketSlots {
-    pub base: i16,
-}
-
-impl PacketSlots {
-    pub fn from_slot(slot: StackSlot) -> PacketSlots {
-        PacketSlots { base: slot.off }
-    }
-
-    /// The `r10`-relative offset of a packet field (`PKT_*`).
-    pub fn at(self, field: i16) -> i16 {
-        self.base + field
-    }
-}
+/// The packet layout, owned by the parser that fills it.
+pub use crate::parser::packet::{
+    L4_FRAGMENT, L4_ICMP, L4_OTHER, L4_TCP, L4_UDP, PKT_DPORT, PKT_DST, PKT_ECHO_ID, PKT_HAS_VLAN,
+    PKT_HOP_LIMIT, PKT_ICMP_CODE, PKT_ICMP_TYPE, PKT_IS_ECHO, PKT_L4, PKT_LEN, PKT_PROTO, PKT_SIZE,
+    PKT_SPORT, PKT_SRC, PKT_TCP_FLAGS, PKT_VLAN, PacketSlots,
+};
 
 /// A map added by a generator beyond the plan (e.g. a log ring buffer):
 /// its definition and initial contents.

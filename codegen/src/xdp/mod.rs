@@ -88,7 +88,7 @@ pub fn generate_within(program: &ir::Program, limits: &Limits) -> Result<Generat
             .iter()
             .find(|(at, _)| *at > limit)
             .or(marks.last())
-            .map(|(_, name)| name.clone())
+            .map(|&(_, rule)| rule)
     };
     let total = g.asm.len();
     if total > limits.max_insns {
@@ -139,9 +139,9 @@ struct Gen<'p> {
     exit_rule_pass: Label,
     /// One drop block per invalid class used.
     invalid: BTreeMap<InvalidClass, Label>,
-    /// (instruction count, rule name) at each rule's leaf: names the rule
+    /// (instruction count, rule) at each rule's leaf: blames the rule
     /// that pushed the program over a size limit.
-    rule_marks: Vec<(usize, String)>,
+    rule_marks: Vec<(usize, patronus_compiler::typed::RuleId)>,
     /// Jumps that may cross more than the 16-bit range: (next hop label,
     /// final target, instruction count at the last hop).
     far: Vec<(Label, Label, usize)>,

@@ -332,7 +332,7 @@ impl Gen<'_> {
             rule.0,
             self.rule_name(rule)
         ));
-        self.rule_marks.push((self.asm.len(), self.rule_name(rule)));
+        self.rule_marks.push((self.asm.len(), rule));
         let index = if kind == PhaseKind::Allow && charged {
             self.program.counters.len() as i32
         } else {
