@@ -24,12 +24,12 @@ use patronus_compiler::typed::{
 };
 use patronus_compiler::{check, packet};
 
-use crate::cmd_test::{
-    PACKET_INTERVAL_NS, counters_text, phase_name, rule_name, rule_span, verdict_name,
-};
 use crate::common::{
     CliError, ColorArgs, Status, TableAccessArgs, print_human_diagnostics, read_policy,
     write_stdout,
+};
+use crate::names::{
+    PACKET_INTERVAL_NS, counters_text, phase_name, rule_name, rule_span, verdict_name,
 };
 
 #[derive(Debug, Args)]

@@ -18,8 +18,8 @@ use clap::Args;
 use patronus_compiler::diag::Files;
 use patronus_compiler::{render, snapshot};
 
-use crate::cmd_diff::{Source, load_policy};
 use crate::common::{CliError, ColorArgs, Status, read_text, write_stdout};
+use crate::policy_source::{Source, load_policy};
 
 #[derive(Debug, Args)]
 pub struct SnapshotArgs {

@@ -47,16 +47,16 @@ use patronus_compiler::render::{self, Level, Report};
 use patronus_compiler::semantics::{Counter, Outcome, Phase};
 use patronus_compiler::typed::{Policy, RuleId, Test, TestStep};
 use patronus_compiler::{check, coverage, packet, regions};
-use patronus_grammar::ast::{Action, Span, Verdict};
+use patronus_grammar::ast::{Action, Verdict};
 use patronus_runtime::{Loaded, ProgramKind, RuntimeError};
 
 use crate::common::{
     CliError, ColorArgs, Status, TableAccessArgs, print_human_diagnostics, read_policy,
     write_stdout,
 };
-
-/// The virtual time between two packets of a test.
-pub const PACKET_INTERVAL_NS: u64 = 1_000_000;
+use crate::names::{
+    PACKET_INTERVAL_NS, counters_text, phase_name, rule_name, rule_span, verdict_name,
+};
 
 #[derive(Debug, Args)]
 pub struct TestArgs {
@@ -664,57 +664,6 @@ fn render_failure(
         notes,
     };
     render::human_report(files, &report, color)
-}
-
-pub fn rule_span(policy: &Policy, rule: RuleId) -> Span {
-    policy
-        .rules
-        .get(rule.0 as usize)
-        .map_or(Span::default(), |r| r.span)
-}
-
-/// `rule 3 "ssh"` (with its label) or `rule 3`.
-pub fn rule_name(policy: &Policy, rule: RuleId) -> String {
-    match policy
-        .rules
-        .get(rule.0 as usize)
-        .and_then(|r| r.label.as_ref())
-    {
-        Some(label) => format!("rule {} {label:?}", rule.0 + 1),
-        None => format!("rule {}", rule.0 + 1),
-    }
-}
-
-pub fn verdict_name(verdict: Verdict) -> &'static str {
-    match verdict {
-        Verdict::Pass => "pass",
-        Verdict::Drop => "drop",
-    }
-}
-
-pub fn phase_name(phase: Phase) -> String {
-    match phase {
-        Phase::Arp => "arp".to_string(),
-        Phase::Ndp => "ndp".to_string(),
-        Phase::Invalid(class) => format!("invalid ({})", class.name()),
-        Phase::Deny => "deny".to_string(),
-        Phase::Established => "established".to_string(),
-        Phase::RateLimit => "rate-limit".to_string(),
-        Phase::Allow => "allow".to_string(),
-        Phase::Default => "default".to_string(),
-    }
-}
-
-/// `rule 2 "web", phase allow`.
-pub fn counters_text(policy: &Policy, counters: &[Counter]) -> String {
-    counters
-        .iter()
-        .map(|c| match c {
-            Counter::Rule(rule) => rule_name(policy, *rule),
-            Counter::Phase(phase) => format!("phase {}", phase_name(*phase)),
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn plural(n: usize, noun: &str) -> String {

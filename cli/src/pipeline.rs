@@ -15,8 +15,8 @@ use patronus_compiler::typed::Policy;
 use patronus_compiler::{LoadedFile, TableLoader};
 use patronus_runtime::deploy::{decide, roles, tables};
 
-use crate::cmd_test::{phase_name, rule_name};
 use crate::common::{CliError, ColorArgs, TableAccessArgs, print_human_diagnostics};
+use crate::names::{phase_name, rule_name};
 use crate::state_dir::{Change, CounterMeta, Snapshot, TablesMeta};
 
 /// Where a policy comes from.

@@ -23,7 +23,7 @@ use patronus_grammar::lexer::Tok;
 use super::analysis::{Analysis, SymbolKind};
 use super::text::{LineIndex, path_to_uri};
 use crate::cmd_explain;
-use crate::cmd_test::{PACKET_INTERVAL_NS, counters_text, phase_name, rule_name, verdict_name};
+use crate::names::{PACKET_INTERVAL_NS, counters_text, phase_name, rule_name, verdict_name};
 
 /// The command an `explain` code lens runs: arguments are the document's
 /// URI and the 0-based line of a test step.
