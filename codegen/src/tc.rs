@@ -23,8 +23,9 @@ use patronus_compiler::typed::{Family, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROT
 
 use crate::insn::kernel::{sk_buff, tc_action};
 use crate::insn::regs::{CTX, DATA, DATA_END, FP, Frame, SCRATCH};
+use crate::error::CodegenError;
 use crate::insn::{AluOp, Asm, Label, Program, Reg, SwapBits};
-use crate::object::CodegenError;
+use crate::layout::Layout;
 use crate::state;
 use crate::xdp::ctx::{
     L4_ICMP, L4_TCP, L4_UDP, PKT_DPORT, PKT_DST, PKT_ECHO_ID, PKT_ICMP_TYPE, PKT_IS_ECHO, PKT_L4,
@@ -44,12 +45,12 @@ const IPV6_FRAGMENT: i32 = 44;
 const IPV6_AH: i32 = 51;
 const IPV6_DEST_OPTS: i32 = 60;
 
-/// The egress program of `program`. With conntrack off it only returns
-/// `TC_ACT_OK` (the runtime need not attach it).
-pub fn egress_program(program: &ir::Program) -> Result<Program, CodegenError> {
+/// The egress program of `program`, on the maps of `layout`. With
+/// conntrack off it only returns `TC_ACT_OK` (the runtime need not attach
+/// it).
+pub fn egress_program(program: &ir::Program, layout: &Layout) -> Result<Program, CodegenError> {
     let mut asm = Asm::new();
     let mut frame = Frame::new();
-    let mut extra = Vec::new();
     let out = asm.named_label("egress: not tracked");
     if program.usage.conntrack {
         let pkt = PacketSlots::from_slot(frame.alloc("packet", PKT_SIZE)?);
@@ -78,16 +79,11 @@ pub fn egress_program(program: &ir::Program) -> Result<Program, CodegenError> {
                 family,
                 pkt,
                 frame: &mut frame,
-                extra: &mut extra,
+                layout,
             };
             state::emit_track(&mut asm, &mut ctx, program)?;
             asm.ja(out);
         }
-    }
-    if !extra.is_empty() {
-        return Err(CodegenError::Internal {
-            what: "conntrack tracking asked for maps beyond the plan".into(),
-        });
     }
     asm.bind(out);
     asm.mov64_imm(Reg::R0, tc_action::OK);

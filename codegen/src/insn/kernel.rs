@@ -160,7 +160,9 @@ pub mod tc_action {
     pub const SHOT: i32 = 2;
 }
 
-/// Map types (`enum bpf_map_type`), as written into BTF map definitions.
+/// Map types (`enum bpf_map_type`), as written into BTF map definitions:
+/// the one place these numbers are spelled (codegen, runtime and CLI use
+/// these names).
 pub mod map_type {
     pub const HASH: u32 = 1;
     pub const ARRAY: u32 = 2;
@@ -176,6 +178,9 @@ pub mod map_type {
 pub mod map_flags {
     /// `BPF_F_NO_PREALLOC`: required for `LPM_TRIE`.
     pub const NO_PREALLOC: u32 = 1;
+    /// `BPF_F_MMAPABLE`: an array the runtime fills through its memory
+    /// mapping (the DIR-24 slot arrays, `layout::dir24`).
+    pub const MMAPABLE: u32 = 1 << 10;
 }
 
 /// `flags` argument of `bpf_map_update_elem`.

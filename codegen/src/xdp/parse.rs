@@ -19,7 +19,8 @@ use super::Gen;
 use super::ctx::*;
 use crate::insn::regs::{DATA, DATA_END, FP, SCRATCH};
 use crate::insn::{Asm, Label, Reg, Size, SwapBits};
-use crate::object::{CodegenError, Verifier};
+use crate::error::CodegenError;
+use crate::limits::Verifier;
 
 const L3: Reg = SCRATCH;
 const PROTO: Reg = Reg::R1;

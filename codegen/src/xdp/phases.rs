@@ -8,7 +8,8 @@
 //!   leave the phase as soon as it is zero.
 //! - Wider phases look every classifier up first and keep a pointer to its
 //!   bitmap on the stack (constant bitmaps — start, miss, absent, inline
-//!   entries — live in the phase's `consts_<phase>` array map), then AND
+//!   entries — live in the phase's `consts_<phase>` array map, laid out by
+//!   `crate::layout`), then AND
 //!   the bitmaps word by word (unrolled), stopping at the first non-zero
 //!   word for deny/allow.
 //!
@@ -17,21 +18,18 @@
 //! the limit phase instead tests each rule's bit in file order and charges
 //! it.
 
-use std::collections::HashMap;
-
 use patronus_compiler::ir::{self, Classifier, Field, Key, PhaseKind, PhasePlan, Storage};
 use patronus_compiler::net::Prefix;
 use patronus_compiler::semantics::{Counter, Phase};
 use patronus_compiler::typed::{Family, RuleId};
 
+use super::Gen;
 use super::ctx::*;
-use super::{Gen, candidates, dir24, hooks};
-use crate::abi;
-use crate::elf::{DataType, MapDef};
-use crate::insn::kernel::map_type;
+use crate::error::CodegenError;
 use crate::insn::regs::{FP, SCRATCH};
 use crate::insn::{AluOp, Asm, JmpOp, Label, MapRef, Reg, SwapBits, Width};
-use crate::object::{CodegenError, MapImage};
+use crate::layout::{applicable, candidates, dir24, inline_order};
+use crate::state;
 
 /// The accumulator (one word of it, for wide phases).
 const ACC: Reg = SCRATCH;
@@ -62,14 +60,6 @@ fn live_words(start: &patronus_compiler::ir::Bits) -> Vec<usize> {
     (0..start.0.len()).filter(|&w| start.0[w] != 0).collect()
 }
 
-/// The constant bitmaps of a wide phase, in its `consts_<phase>` map.
-pub(super) struct Consts {
-    map: MapRef,
-    extra_index: usize,
-    values: Vec<Vec<u64>>,
-    index: HashMap<Vec<u64>, usize>,
-}
-
 impl Gen<'_> {
     pub(super) fn rule_phases(&mut self, family: Family) -> Result<(), CodegenError> {
         let program = self.program;
@@ -83,7 +73,7 @@ impl Gen<'_> {
             let next = self.asm.new_label();
             self.asm.comment("phase 3: established");
             self.with_hook_ctx(family, |asm, ctx, program| {
-                hooks::established(asm, ctx, program, pass)
+                state::emit_established(asm, ctx, program, pass)
             })?;
             self.asm.ja(next);
             self.asm.bind(pass);
@@ -113,8 +103,8 @@ impl Gen<'_> {
             .map_or_else(|| format!("r{}", rule.0), |r| r.name.clone())
     }
 
-    /// Runs one state hook (`crate::state` via `hooks`) with the context it
-    /// needs: the packet slots, frame and extra maps, for `family`'s path.
+    /// Runs one state hook (`crate::state`) with the context it needs: the
+    /// packet slots, frame and layout, for `family`'s path.
     fn with_hook_ctx<R>(
         &mut self,
         family: Family,
@@ -126,7 +116,7 @@ impl Gen<'_> {
             family,
             pkt: self.pkt,
             frame: &mut self.frame,
-            extra: &mut self.extra,
+            layout: self.layout,
         };
         hook(&mut self.asm, &mut ctx, program)
     }
@@ -167,7 +157,7 @@ impl Gen<'_> {
         // Every primary list fits: no packet scans, the words are only
         // entered by number.
         let fi = ir::family_index(family);
-        let scans = match (&entries, self.candidates.get(&pi)) {
+        let scans = match (&entries, self.layout.candidates(pi)) {
             (Some(_), Some(cand)) => cand.needs_scan[fi],
             _ => true,
         };
@@ -189,7 +179,7 @@ impl Gen<'_> {
             self.asm.bind(done);
             let pass = kind == PhaseKind::Allow;
             if pass && self.program.usage.conntrack {
-                self.with_hook_ctx(family, hooks::track)?;
+                self.with_hook_ctx(family, state::emit_track)?;
             }
             let index = self.counter_index(Counter::Phase(kind.phase()))?;
             self.asm.st_w(FP, self.phase_key.off, index);
@@ -224,7 +214,7 @@ impl Gen<'_> {
         nomatch: Label,
         scan: Label,
     ) -> Result<Option<Vec<(usize, Label)>>, CodegenError> {
-        let Some(cand) = self.candidates.get(&pi).cloned() else {
+        let Some(cand) = self.layout.candidates(pi).cloned() else {
             return Ok(None);
         };
         let fi = ir::family_index(family);
@@ -341,7 +331,7 @@ impl Gen<'_> {
         self.store_rule_index(index);
         if log {
             self.with_hook_ctx(family, |asm, ctx, program| {
-                hooks::log(asm, ctx, program, rule, kind == PhaseKind::Allow)
+                state::emit_log(asm, ctx, program, rule, kind == PhaseKind::Allow)
             })?;
         }
         self.asm.ja(done);
@@ -411,7 +401,7 @@ impl Gen<'_> {
                 self.asm.jeq_imm(Reg::R1, 0, skip);
                 self.asm.stx_dw(FP, self.acc_save.off, ACC);
                 self.with_hook_ctx(family, |asm, ctx, program| {
-                    hooks::rate_limit(asm, ctx, program, rule, drop)
+                    state::emit_rate_limit(asm, ctx, program, rule, drop)
                 })?;
                 let index = self.rule_counter(rule)?;
                 self.asm.st_w(FP, self.rule_key.off, index);
@@ -429,7 +419,7 @@ impl Gen<'_> {
                 self.asm.st_w(FP, self.rule_key.off, index);
                 if self.program.rules[rule.0 as usize].log {
                     self.with_hook_ctx(family, |asm, ctx, program| {
-                        hooks::log(asm, ctx, program, rule, false)
+                        state::emit_log(asm, ctx, program, rule, false)
                     })?;
                 }
                 let index = self.counter_index(Counter::Phase(Phase::RateLimit))?;
@@ -524,90 +514,11 @@ impl Gen<'_> {
     /// `r0` = pointer to a constant bitmap of a wide phase (in its consts
     /// map); jumps to `nomatch` if the lookup fails (it cannot).
     fn const_ptr(&mut self, pi: usize, bits: &[u64], nomatch: Label) -> Result<(), CodegenError> {
-        let (map, index) = self.const_index(pi, bits)?;
+        let (map, index) = self.layout.const_ref(pi, bits)?;
         self.asm.st_w(FP, self.key.off, index as i32);
         crate::state::emit_lookup_at(&mut self.asm, map, self.key.off);
         self.asm.jeq_imm(Reg::R0, 0, nomatch);
         Ok(())
-    }
-
-    fn const_index(&mut self, pi: usize, bits: &[u64]) -> Result<(MapRef, usize), CodegenError> {
-        if !self.consts.contains_key(&pi) {
-            let phase = &self.program.phases[pi];
-            let extra_index = self.extra.len();
-            let name = format!("consts_{}", phase.kind.name());
-            // A phase with candidate lists may take its primary bitmap
-            // from here (miss, absent, inline entries): every constant
-            // carries a list.
-            let value_size = self
-                .candidates
-                .get(&pi)
-                .map_or(8 * phase.words, |c| c.value_size()) as u32;
-            let value = DataType::Bytes(value_size);
-            self.extra.push(ExtraMap {
-                def: MapDef {
-                    name: name.clone(),
-                    map_type: map_type::ARRAY,
-                    max_entries: 1,
-                    flags: 0,
-                    key: Some(DataType::U32),
-                    value: Some(value),
-                    pin_by_name: false,
-                },
-                image: MapImage {
-                    name,
-                    map_type: map_type::ARRAY,
-                    key_size: 4,
-                    value_size,
-                    max_entries: 1,
-                    flags: 0,
-                    entries: Vec::new(),
-                },
-            });
-            let map = MapRef((self.program.maps.len() + extra_index) as u32);
-            self.consts.insert(
-                pi,
-                Consts {
-                    map,
-                    extra_index,
-                    values: Vec::new(),
-                    index: HashMap::new(),
-                },
-            );
-        }
-        let consts = self
-            .consts
-            .get_mut(&pi)
-            .ok_or_else(|| CodegenError::Internal {
-                what: "consts map vanished".into(),
-            })?;
-        let next = consts.values.len();
-        let index = *consts.index.entry(bits.to_vec()).or_insert(next);
-        if index == next {
-            consts.values.push(bits.to_vec());
-        }
-        Ok((consts.map, index))
-    }
-
-    /// Writes the consts maps' entries (after all paths are emitted).
-    pub(super) fn finish_consts(&mut self) {
-        for (pi, consts) in &self.consts {
-            let cand = self.candidates.get(pi);
-            let extra = &mut self.extra[consts.extra_index];
-            let n = consts.values.len().max(1) as u32;
-            extra.def.max_entries = n;
-            extra.image.max_entries = n;
-            extra.image.entries = consts
-                .values
-                .iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    let bitmap = abi::bitmap_bytes(v);
-                    let value = cand.map_or(bitmap.clone(), |c| c.extend(&bitmap));
-                    ((i as u32).to_le_bytes().to_vec(), value)
-                })
-                .collect();
-        }
     }
 
     /// Delivers a constant bitmap in `mode`.
@@ -735,12 +646,7 @@ impl Gen<'_> {
                     PKT_DST
                 };
                 // Longest prefix first: the first hit is the longest match.
-                let mut order: Vec<usize> = (0..c.len()).collect();
-                order.sort_by_key(|&i| match c.keys[i] {
-                    Key::Prefix(p) => std::cmp::Reverse(p.len),
-                    _ => std::cmp::Reverse(0),
-                });
-                for i in order {
+                for i in inline_order(c) {
                     if let Key::Prefix(p) = c.keys[i] {
                         let next = self.asm.new_label();
                         self.prefix_test(p, f, base, next);
@@ -879,8 +785,8 @@ impl Gen<'_> {
                     PKT_DST
                 };
                 let words = if f == Family::Ipv4 { 1 } else { 4 };
-                if kind == patronus_compiler::ir::plan::MapKind::LpmTrie && dir24::wanted(c) {
-                    dir24_miss = Some(self.dir24_lookup(c, map, base, mode, done)?);
+                if let Some(arrays) = self.layout.dir24_of(map.0 as usize) {
+                    dir24_miss = Some(self.dir24_lookup(arrays, base, mode, done));
                 }
                 let a = &mut self.asm;
                 if kind == patronus_compiler::ir::plan::MapKind::LpmTrie {
@@ -951,13 +857,11 @@ impl Gen<'_> {
     /// trie lookup that follows.
     fn dir24_lookup(
         &mut self,
-        c: &Classifier,
-        map: MapRef,
+        (slots_map, bitmaps_map): (MapRef, MapRef),
         base: i16,
         mode: Mode,
         done: Label,
-    ) -> Result<Label, CodegenError> {
-        let (slots_map, bitmaps_map) = self.dir24_maps(c, map)?;
+    ) -> Label {
         let key = self.key.off;
         let addr = self.pkt.at(base);
         let trie = self.asm.new_label();
@@ -984,87 +888,7 @@ impl Gen<'_> {
         self.deliver_hit(mode, done);
         self.asm.ja(miss);
         self.asm.bind(trie);
-        Ok(miss)
-    }
-
-    /// The `_d24` and `_d24b` maps of classifier map `map`, made on first
-    /// use.
-    fn dir24_maps(
-        &mut self,
-        c: &Classifier,
-        map: MapRef,
-    ) -> Result<(MapRef, MapRef), CodegenError> {
-        if let Some(&(_, refs)) = self.dir24.iter().find(|(m, _)| *m == map.0) {
-            return Ok(refs);
-        }
-        let name = self.program.maps[map.0 as usize].name.clone();
-        let tables = dir24::build(c);
-        // A candidate primary's bitmaps carry their lists here too.
-        let cand = self.primary_candidates(map.0 as usize).cloned();
-        let bitmap_size = cand.as_ref().map_or(8 * c.words, |cand| cand.value_size()) as u32;
-        let slots_name = dir24::slots_name(&name);
-        let bitmaps_name = dir24::bitmaps_name(&name);
-        let slots_image = MapImage {
-            name: slots_name.clone(),
-            map_type: map_type::ARRAY,
-            key_size: 4,
-            // The array's own value size; the entries are 12-byte runs
-            // (`dir24::run_entry`) that the runtime expands.
-            value_size: 8,
-            max_entries: dir24::ELEMENTS,
-            flags: dir24::MMAPABLE,
-            entries: tables.runs.iter().map(dir24::run_entry).collect(),
-        };
-        let slots_def = MapDef {
-            name: slots_name,
-            map_type: map_type::ARRAY,
-            max_entries: dir24::ELEMENTS,
-            flags: dir24::MMAPABLE,
-            key: Some(DataType::U32),
-            value: Some(DataType::U64),
-            pin_by_name: false,
-        };
-        let count = tables.bitmaps.len() as u32 + 1;
-        let bitmaps_image = MapImage {
-            name: bitmaps_name.clone(),
-            map_type: map_type::ARRAY,
-            key_size: 4,
-            value_size: bitmap_size,
-            max_entries: count,
-            flags: 0,
-            entries: tables
-                .bitmaps
-                .iter()
-                .enumerate()
-                .map(|(i, bits)| {
-                    let bytes = abi::bitmap_bytes(bits);
-                    let value = cand.as_ref().map_or(bytes.clone(), |c| c.extend(&bytes));
-                    (((i + 1) as u32).to_le_bytes().to_vec(), value)
-                })
-                .collect(),
-        };
-        let bitmaps_def = MapDef {
-            name: bitmaps_name,
-            map_type: map_type::ARRAY,
-            max_entries: count,
-            flags: 0,
-            key: Some(DataType::U32),
-            value: Some(DataType::Bytes(bitmap_size)),
-            pin_by_name: false,
-        };
-        let first = self.program.maps.len() + self.extra.len();
-        self.extra.push(ExtraMap {
-            def: slots_def,
-            image: slots_image,
-        });
-        self.extra.push(ExtraMap {
-            def: bitmaps_def,
-            image: bitmaps_image,
-        });
-        let refs = (MapRef(first as u32), MapRef(first as u32 + 1));
-        self.dir24.push((map.0, refs));
-        self.dir24_tries.push((map.0 as usize, tables.trie));
-        Ok(refs)
+        miss
     }
 
     /// A binary tree of `jset` tests on r9 finding the lowest set bit among
@@ -1106,21 +930,6 @@ fn fam(family: Family) -> &'static str {
         Family::Ipv4 => "v4",
         Family::Ipv6 => "v6",
     }
-}
-
-/// The classifiers of a phase that apply on a family's path: address
-/// classifiers of the other family are never consulted.
-fn applicable(phase: &PhasePlan, family: Family) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..phase.classifiers.len())
-        .filter(|&i| match phase.classifiers[i].field {
-            Field::SrcAddr(f) | Field::DstAddr(f) => f == family,
-            _ => true,
-        })
-        .collect();
-    // Inline compares first: cheap, and they can end the phase before a
-    // lookup.
-    order.sort_by_key(|&i| phase.classifiers[i].storage != Storage::Inline);
-    order
 }
 
 /// `(mask, set)`: the flag bytes `b` with `b & mask == set`.
