@@ -805,7 +805,7 @@ pub(crate) struct Commit {
 
 /// The maps an in-place update rewrites: classifier maps and the
 /// constant bitmaps of wide phases (never state, counters or log maps).
-pub(crate) fn content_maps(compiled: &Compiled) -> Vec<&patronus_codegen::MapImage> {
+pub(crate) fn content_maps(compiled: &Compiled) -> Vec<&patronus_codegen::MapDef> {
     let classifier: Vec<&str> = compiled
         .program
         .maps

@@ -171,9 +171,7 @@ impl Side {
 
 const FAMILIES: [Family; 2] = [Family::Ipv4, Family::Ipv6];
 
-/// `BPF_MAP_TYPE_HASH`, `BPF_MAP_TYPE_LPM_TRIE`.
-const MAP_HASH: u32 = 1;
-const MAP_LPM_TRIE: u32 = 11;
+use patronus_codegen::insn::kernel::map_type::{HASH as MAP_HASH, LPM_TRIE as MAP_LPM_TRIE};
 
 /// The fast-path maps of every table of a compiled policy (see the module
 /// documentation for the condition).
@@ -257,7 +255,7 @@ pub(crate) fn tables_meta(compiled: &Compiled, object_hash: &str) -> TablesMeta 
                                 match first {
                                     Some(value)
                                         if uniform
-                                            && (image.map_type, image.key_size) == layout =>
+                                            && (image.map_type, image.key_size()) == layout =>
                                     {
                                         Some(FastMap {
                                             map: image.name.clone(),

@@ -14,6 +14,7 @@ use std::io;
 use std::os::fd::AsFd as _;
 use std::sync::OnceLock;
 
+use patronus_codegen::insn::kernel::map_flags::MMAPABLE;
 use patronus_codegen::insn::kernel::{Helper, map_type};
 use patronus_codegen::insn::{Asm, Reg, SwapBits, encode_all};
 use patronus_codegen::{Limits, Verifier};
@@ -24,9 +25,6 @@ use crate::sys;
 /// `bpf_prog_type`s of the probe programs.
 const PROG_TYPE_SCHED_CLS: u32 = 3;
 const PROG_TYPE_XDP: u32 = 6;
-/// `BPF_F_MMAPABLE`.
-const MMAPABLE: u32 = 1 << 10;
-
 /// A kernel feature a policy may need.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Feature {

@@ -858,9 +858,9 @@ pub fn open_map_readonly(path: &Path) -> Result<OwnedFd, RuntimeError> {
 }
 
 /// Map types an in-place update handles (`enum bpf_map_type`).
-const MAP_HASH: u32 = 1;
-const MAP_ARRAY: u32 = 2;
-const MAP_LPM_TRIE: u32 = 11;
+use patronus_codegen::insn::kernel::map_type::{
+    ARRAY as MAP_ARRAY, HASH as MAP_HASH, LPM_TRIE as MAP_LPM_TRIE, PERCPU_ARRAY as MAP_PERCPU_ARRAY,
+};
 
 /// Entries per batched map command of an in-place update.
 const INPLACE_BATCH: usize = 8192;
@@ -1181,7 +1181,7 @@ fn restore(d: &MapDelta, upserted: usize, deleted: usize) -> Result<(), String> 
 /// restored (best effort: [`RuntimeError::InPlace`] says how it went).
 pub fn update_in_place(
     pins: &Pins,
-    images: &[&patronus_codegen::MapImage],
+    images: &[&patronus_codegen::MapDef],
 ) -> Result<InPlace, RuntimeError> {
     let mut deltas = Vec::new();
     // Memory-mapped DIR-24 arrays: rewritten after the upserts (their
@@ -1361,8 +1361,8 @@ pub fn count_entries(map: BorrowedFd<'_>) -> Result<usize, RuntimeError> {
 pub fn read_counters(map: BorrowedFd<'_>) -> Result<Vec<Vec<u64>>, RuntimeError> {
     let info = sys::map_info(map).map_err(io_err("reading map info"))?;
     let value_size = info.value_size as usize;
-    let percpu = info.map_type == 6; // BPF_MAP_TYPE_PERCPU_ARRAY
-    if !(percpu || info.map_type == 2) || !value_size.is_multiple_of(8) {
+    let percpu = info.map_type == MAP_PERCPU_ARRAY;
+    if !(percpu || info.map_type == MAP_ARRAY) || !value_size.is_multiple_of(8) {
         return Err(RuntimeError::Io {
             context: "reading counters",
             error: io::Error::new(io::ErrorKind::InvalidInput, "not an array of u64 counters"),
@@ -1400,8 +1400,8 @@ pub fn read_counters(map: BorrowedFd<'_>) -> Result<Vec<Vec<u64>>, RuntimeError>
 pub fn add_counters(map: BorrowedFd<'_>, index: u32, words: &[u64]) -> Result<(), RuntimeError> {
     let info = sys::map_info(map).map_err(io_err("reading map info"))?;
     let value_size = info.value_size as usize;
-    let percpu = info.map_type == 6; // BPF_MAP_TYPE_PERCPU_ARRAY
-    if !(percpu || info.map_type == 2) || !value_size.is_multiple_of(8) || index >= info.max_entries
+    let percpu = info.map_type == MAP_PERCPU_ARRAY;
+    if !(percpu || info.map_type == MAP_ARRAY) || !value_size.is_multiple_of(8) || index >= info.max_entries
     {
         return Err(RuntimeError::Io {
             context: "writing counters",
