@@ -21,9 +21,9 @@ use patronus_compiler::frame::{
 use patronus_compiler::ir;
 use patronus_compiler::typed::{Family, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 
+use crate::error::CodegenError;
 use crate::insn::kernel::{sk_buff, tc_action};
 use crate::insn::regs::{CTX, DATA, DATA_END, FP, Frame, SCRATCH};
-use crate::error::CodegenError;
 use crate::insn::{AluOp, Asm, Label, Program, Reg, SwapBits};
 use crate::layout::Layout;
 use crate::state;

@@ -859,7 +859,8 @@ pub fn open_map_readonly(path: &Path) -> Result<OwnedFd, RuntimeError> {
 
 /// Map types an in-place update handles (`enum bpf_map_type`).
 use patronus_codegen::insn::kernel::map_type::{
-    ARRAY as MAP_ARRAY, HASH as MAP_HASH, LPM_TRIE as MAP_LPM_TRIE, PERCPU_ARRAY as MAP_PERCPU_ARRAY,
+    ARRAY as MAP_ARRAY, HASH as MAP_HASH, LPM_TRIE as MAP_LPM_TRIE,
+    PERCPU_ARRAY as MAP_PERCPU_ARRAY,
 };
 
 /// Entries per batched map command of an in-place update.
@@ -1401,7 +1402,9 @@ pub fn add_counters(map: BorrowedFd<'_>, index: u32, words: &[u64]) -> Result<()
     let info = sys::map_info(map).map_err(io_err("reading map info"))?;
     let value_size = info.value_size as usize;
     let percpu = info.map_type == MAP_PERCPU_ARRAY;
-    if !(percpu || info.map_type == MAP_ARRAY) || !value_size.is_multiple_of(8) || index >= info.max_entries
+    if !(percpu || info.map_type == MAP_ARRAY)
+        || !value_size.is_multiple_of(8)
+        || index >= info.max_entries
     {
         return Err(RuntimeError::Io {
             context: "writing counters",

@@ -38,8 +38,8 @@ use patronus_compiler::ir::plan::MapPlan;
 use patronus_compiler::typed::Family;
 
 use crate::elf::{DataType, Field, MapDef};
-use crate::insn::kernel::map_type;
 use crate::error::CodegenError;
+use crate::insn::kernel::map_type;
 
 pub const VALUE_LAST_NS: i16 = 0;
 pub const VALUE_TIMEOUT_NS: i16 = 8;

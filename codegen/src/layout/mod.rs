@@ -62,7 +62,10 @@ pub enum MapRole {
     Conntrack(Family),
     /// The token buckets of rate key `key` (state); `family: None` for
     /// `per global`.
-    RateLimit { key: RateKey, family: Option<Family> },
+    RateLimit {
+        key: RateKey,
+        family: Option<Family>,
+    },
     /// The per-CPU counters, laid out as `ir::Program::counters`.
     Stats,
     /// The ring buffer of `log` events.
@@ -171,9 +174,10 @@ pub fn plan(program: &ir::Program) -> Result<(Layout, Vec<MapDef>), CodegenError
         let mut def = abi::map_def(program, plan)?;
         let role = match plan.contents {
             Contents::Classifier { phase, classifier } => {
-                let c = abi::classifier_of(program, plan).ok_or_else(|| CodegenError::Internal {
-                    what: format!("map `{}` names a missing classifier", plan.name),
-                })?;
+                let c =
+                    abi::classifier_of(program, plan).ok_or_else(|| CodegenError::Internal {
+                        what: format!("map `{}` names a missing classifier", plan.name),
+                    })?;
                 def.entries = abi::classifier::entries(c, plan.kind);
                 b.layout.classifiers[phase][classifier] = ClassifierStorage::Map {
                     map: m,
@@ -283,7 +287,8 @@ impl Builder<'_> {
             // carries a list.
             let value_size = self.layout.candidates[pi]
                 .as_ref()
-                .map_or(8 * phase.words, PhaseCandidates::value_size) as u32;
+                .map_or(8 * phase.words, PhaseCandidates::value_size)
+                as u32;
             let def = MapDef::empty(
                 format!("consts_{}", phase.kind.name()),
                 map_type::ARRAY,

@@ -21,10 +21,10 @@ use crate::abi::conntrack::{
     KEY_MAX_SIZE, VALUE_DIR, VALUE_LAST_NS, VALUE_SIZE, VALUE_STATE, VALUE_TIMEOUT_NS, key_layout,
     state_code,
 };
+use crate::error::CodegenError;
 use crate::insn::kernel::update_flags;
 use crate::insn::regs::{FP, SCRATCH, StackSlot};
 use crate::insn::{Asm, Label, MapRef, Reg, SwapBits};
-use crate::error::CodegenError;
 use crate::xdp::ctx::{
     L4_FRAGMENT, L4_ICMP, L4_TCP, PKT_DPORT, PKT_DST, PKT_ECHO_ID, PKT_ICMP_TYPE, PKT_IS_ECHO,
     PKT_L4, PKT_PROTO, PKT_SPORT, PKT_SRC, PKT_TCP_FLAGS, PacketSlots, XdpCtx,

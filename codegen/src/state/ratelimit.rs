@@ -14,10 +14,10 @@ use crate::abi::ratelimit::{
     KEY_FIELDS, KEY_MAX_SIZE, KEY_RULE, VALUE_CREDIT_NS, VALUE_LAST_NS, VALUE_SIZE, addr_len,
     bucket_bounds, flow_layout,
 };
+use crate::error::CodegenError;
 use crate::insn::kernel::update_flags;
 use crate::insn::regs::{FP, SCRATCH, StackSlot};
 use crate::insn::{Asm, Label, Reg};
-use crate::error::CodegenError;
 use crate::xdp::ctx::{PKT_DPORT, PKT_DST, PKT_PROTO, PKT_SPORT, PKT_SRC, PacketSlots, XdpCtx};
 
 /// Takes a token from `rule`'s bucket for this packet: falls through when

@@ -140,16 +140,10 @@ pub struct XdpCtx<'p> {
 
 impl XdpCtx<'_> {
     /// A named stack slot, allocated on first use and shared afterwards.
-    pub fn slot(
-        &mut self,
-        name: &str,
-        size: usize,
-    ) -> Result<StackSlot, CodegenError> {
+    pub fn slot(&mut self, name: &str, size: usize) -> Result<StackSlot, CodegenError> {
         if let Some((_, slot)) = self.frame.slots().iter().find(|(n, _)| n == name) {
             return Ok(*slot);
         }
-        self.frame
-            .alloc(name, size)
-            .map_err(CodegenError::Stack)
+        self.frame.alloc(name, size).map_err(CodegenError::Stack)
     }
 }

@@ -40,9 +40,9 @@ use std::collections::BTreeMap;
 use patronus_compiler::ir;
 use patronus_compiler::semantics::{Counter, InvalidClass, Phase};
 
+use crate::error::CodegenError;
 use crate::insn::kernel::xdp_action;
 use crate::insn::regs::{DATA, DATA_END, FP, Frame, StackSlot};
-use crate::error::CodegenError;
 use crate::insn::{Asm, Label, MapRef, Program, Reg};
 use crate::layout::Layout;
 use crate::limits::{Limits, Verifier};

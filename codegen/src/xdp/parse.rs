@@ -17,9 +17,9 @@ use patronus_compiler::typed::{Family, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROT
 
 use super::Gen;
 use super::ctx::*;
+use crate::error::CodegenError;
 use crate::insn::regs::{DATA, DATA_END, FP, SCRATCH};
 use crate::insn::{Asm, Label, Reg, Size, SwapBits};
-use crate::error::CodegenError;
 use crate::limits::Verifier;
 
 const L3: Reg = SCRATCH;

@@ -63,7 +63,10 @@ pub enum Contents {
     /// The token buckets of the rules with rate key `key`: one map per
     /// family, or `family: None` for `per global` (an array by rule id).
     /// Written by the data path only; starts empty.
-    RateLimit { key: RateKey, family: Option<Family> },
+    RateLimit {
+        key: RateKey,
+        family: Option<Family>,
+    },
     /// Counters, laid out as `Program::counters`.
     Stats,
 }
