@@ -31,6 +31,8 @@
 //! here only asks the layout for a map by role.
 
 pub mod ctx;
+mod cubes;
+mod lookup;
 mod parse;
 mod phases;
 mod prune;
