@@ -11,9 +11,8 @@ use patronus_compiler::typed::Family;
 use super::Gen;
 use super::ctx::*;
 use super::cubes::flag_groups;
-use super::phases::ACC;
 use crate::error::CodegenError;
-use crate::insn::regs::FP;
+use crate::insn::regs::{FP, SCRATCH};
 use crate::insn::{JmpOp, Label, MapRef, Reg, SwapBits, Width};
 use crate::layout::{applicable, dir24, inline_order};
 
@@ -37,6 +36,9 @@ pub(super) enum Matcher {
     /// Pointers to the start bitmap and each classifier's bitmap.
     Wide { start_slot: i16, slots: Vec<i16> },
 }
+
+/// The accumulator (one word of it, for wide phases).
+pub(super) const ACC: Reg = SCRATCH;
 
 /// The words of a start bitmap that can be non-zero.
 pub(super) fn live_words(start: &patronus_compiler::ir::Bits) -> Vec<usize> {

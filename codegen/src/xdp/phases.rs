@@ -25,15 +25,12 @@ use patronus_compiler::typed::{Family, RuleId};
 
 use super::Gen;
 use super::ctx::*;
-use super::lookup::{Matcher, live_words};
+use super::lookup::{ACC, Matcher, live_words};
 use crate::error::CodegenError;
-use crate::insn::regs::{FP, SCRATCH};
+use crate::insn::regs::FP;
 use crate::insn::{AluOp, Asm, JmpOp, Label, Reg, Width};
 use crate::layout::{applicable, candidates};
 use crate::state;
-
-/// The accumulator (one word of it, for wide phases).
-pub(super) const ACC: Reg = SCRATCH;
 
 impl Gen<'_> {
     pub(super) fn rule_phases(&mut self, family: Family) -> Result<(), CodegenError> {
