@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use patronus_codegen::{MapImage, Object};
+use patronus_codegen::{MapDef, Object};
 use patronus_compiler::diag::Files;
 use patronus_compiler::ir;
 use patronus_compiler::semantics::Counter;
@@ -62,8 +62,8 @@ impl Compiled {
     }
 
     /// The maps an in-place update rewrites.
-    pub(crate) fn content_maps(&self) -> Vec<&MapImage> {
-        roles::content_maps(&self.object, &self.program)
+    pub(crate) fn content_maps(&self) -> Vec<&MapDef> {
+        roles::content_maps(&self.object)
     }
 
     /// The tables' fast paths, as `tables.json` records them.

@@ -1,74 +1,21 @@
 //! The top-level entry point: `ir::Program` → a loadable object (ELF with
-//! the XDP program and BTF-defined maps), the maps' initial contents and an
-//! annotated listing.
+//! the XDP program and BTF-defined maps), the maps with their initial
+//! contents and roles ([`Layout`]), and an annotated listing. Also the
+//! questions the runtime and the CLI ask about an object's maps
+//! (`Object::state_maps`, `content_maps`, `stats_map`, ...): answered
+//! from the layout's typed roles, never from names.
 
-use std::fmt;
-
-use patronus_compiler::ir;
-use patronus_compiler::typed::RuleId;
+use patronus_compiler::ir::{self, Field};
+use patronus_compiler::typed::Family;
 
 use crate::elf::{self, MapDef, ObjectSpec, ProgramDef, ProgramKind};
-use crate::insn::AsmError;
-use crate::insn::regs::FrameError;
-use crate::{abi, tc, xdp};
+pub use crate::error::CodegenError;
+use crate::layout::{self, ClassifierStorage, Layout, MapRole};
+pub use crate::limits::{Limits, MAX_INSNS, Verifier};
+use crate::{tc, xdp};
 
 /// Symbol name of the XDP program in the object.
 pub const XDP_PROGRAM_NAME: &str = "patronus_xdp";
-
-/// The kernel's limit on instructions the verifier processes, and the
-/// program length we refuse to exceed.
-pub const MAX_INSNS: usize = 1_000_000;
-
-/// The limits a generated program must stay within. [`Default`] is the
-/// kernel's, for any verifier; [`compile_with_limits`] takes others so that
-/// tests reach the limit errors with small policies, and so that the
-/// runtime can ask for the code of the verifier it probed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
-    /// The most instruction slots the XDP program may have.
-    pub max_insns: usize,
-    /// The verifier the code must satisfy.
-    pub verifier: Verifier,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_insns: MAX_INSNS,
-            verifier: Verifier::default(),
-        }
-    }
-}
-
-/// Which verifier generation the generated code must pass. The
-/// difference is one instruction per header length: an older verifier
-/// (Linux 6.1's, for one) forgets the bounds of a byte-swapped value
-/// (`r3 = be16 r3` leaves r3 unknown), so a length read from the packet
-/// is masked to 16 bits before it is added to a packet pointer.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Verifier {
-    /// Any verifier Patronus supports. The default: an object written to
-    /// a file may be loaded on another kernel.
-    #[default]
-    Portable,
-    /// A verifier that keeps the bounds of a byte swap (the runtime
-    /// probes for it): the masks are left out.
-    BoundsThroughSwaps,
-}
-
-/// A map of the object and its initial entries (key bytes, value bytes),
-/// laid out by [`abi`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MapImage {
-    pub name: String,
-    /// `BPF_MAP_TYPE_*`.
-    pub map_type: u32,
-    pub key_size: u32,
-    pub value_size: u32,
-    pub max_entries: u32,
-    pub flags: u32,
-    pub entries: Vec<(Vec<u8>, Vec<u8>)>,
-}
 
 /// A compiled policy.
 #[derive(Clone, Debug)]
@@ -76,7 +23,10 @@ pub struct Object {
     /// The ELF relocatable object (`xdp` section, `.maps`, `.BTF`).
     pub elf: Vec<u8>,
     /// Every map of the object, in ELF order, with its initial entries.
-    pub maps: Vec<MapImage>,
+    pub maps: Vec<MapDef>,
+    /// The role of each map (parallel to `maps`) and each classifier's
+    /// storage: ask it through the methods below.
+    pub layout: Layout,
     /// The annotated disassembly (`--emit asm`): the XDP program, then the
     /// tc egress program when conntrack is on.
     pub listing: String,
@@ -86,54 +36,6 @@ pub struct Object {
     pub stack_bytes: usize,
 }
 
-/// Why a program could not be generated.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CodegenError {
-    /// A kernel limit (program size, jump range, stack, map size) the
-    /// policy would exceed; `rule` is the rule that pushed it over when
-    /// one can be blamed (the CLI points at it in the source).
-    Limit { what: String, rule: Option<RuleId> },
-    /// The stack frame is full.
-    Stack(FrameError),
-    /// A feature this generator does not implement.
-    Unsupported { what: String },
-    /// The assembler refused the program.
-    Asm(AsmError),
-    /// The ELF writer refused the object.
-    Elf(elf::ElfError),
-    /// An inconsistent IR (a bug upstream).
-    Internal { what: String },
-}
-
-impl fmt::Display for CodegenError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CodegenError::Limit {
-                what,
-                rule: Some(rule),
-            } => write!(f, "{what} (at rule {})", rule.0 + 1),
-            CodegenError::Limit { what, rule: None } => f.write_str(what),
-            CodegenError::Stack(e) => write!(f, "stack: {e}"),
-            CodegenError::Unsupported { what } => write!(f, "not supported yet: {what}"),
-            CodegenError::Asm(AsmError::JumpOutOfRange { label, .. }) => write!(
-                f,
-                "the program is too large: a jump to `{label}` exceeds the 16-bit jump range"
-            ),
-            CodegenError::Asm(e) => write!(f, "assembler: {e}"),
-            CodegenError::Elf(e) => write!(f, "object: {e}"),
-            CodegenError::Internal { what } => write!(f, "internal error: {what}"),
-        }
-    }
-}
-
-impl std::error::Error for CodegenError {}
-
-impl From<FrameError> for CodegenError {
-    fn from(e: FrameError) -> Self {
-        CodegenError::Stack(e)
-    }
-}
-
 /// Compiles a lowered policy into an object, within the kernel's limits.
 pub fn compile(program: &ir::Program) -> Result<Object, CodegenError> {
     compile_with_limits(program, &Limits::default())
@@ -141,45 +43,8 @@ pub fn compile(program: &ir::Program) -> Result<Object, CodegenError> {
 
 /// [`compile`] within `limits`.
 pub fn compile_with_limits(program: &ir::Program, limits: &Limits) -> Result<Object, CodegenError> {
-    let generated = xdp::generate_within(program, limits)?;
-    let mut defs: Vec<MapDef> = Vec::new();
-    let mut images = Vec::new();
-    for (m, plan) in program.maps.iter().enumerate() {
-        let mut def = abi::map_def(program, plan)?;
-        let mut image = abi::image(program, plan, &def);
-        if let Some((_, trie)) = generated.dir24_tries.iter().find(|(tm, _)| *tm == m) {
-            // Behind DIR-24 arrays only fallback /24s reach the trie.
-            image.entries = trie
-                .iter()
-                .map(|(addr, len, bits)| {
-                    let prefix = patronus_compiler::net::Prefix {
-                        addr: std::net::IpAddr::V4((*addr).into()),
-                        len: *len,
-                    };
-                    let key = abi::entry_key(
-                        &patronus_compiler::ir::Key::Prefix(prefix),
-                        patronus_compiler::ir::plan::MapKind::LpmTrie,
-                    );
-                    (key, abi::bitmap_bytes(bits))
-                })
-                .collect();
-        }
-        if let Some((_, cand)) = generated.candidate_maps.iter().find(|(cm, _)| *cm == m) {
-            // The phase's primary classifier: each bitmap carries its list.
-            let size = cand.value_size() as u32;
-            def.value = Some(crate::elf::DataType::Bytes(size));
-            image.value_size = size;
-            for (_, value) in &mut image.entries {
-                *value = cand.extend(value);
-            }
-        }
-        images.push(image);
-        defs.push(def);
-    }
-    for extra in &generated.extra {
-        defs.push(extra.def.clone());
-        images.push(extra.image.clone());
-    }
+    let (layout, maps) = layout::plan(program)?;
+    let generated = xdp::generate_within(program, &layout, limits)?;
     let insn_count = generated.program.slot_count();
     if insn_count > limits.max_insns {
         return Err(CodegenError::Limit {
@@ -190,12 +55,12 @@ pub fn compile_with_limits(program: &ir::Program, limits: &Limits) -> Result<Obj
             rule: None,
         });
     }
-    let names: Vec<String> = defs.iter().map(|d| d.name.clone()).collect();
+    let names: Vec<String> = maps.iter().map(|d| d.name.clone()).collect();
     let mut listing = generated.program.listing(names.as_slice());
     // With conntrack on, the tc egress program records host-originated
     // flows so their replies are established (LANGUAGE.md §3).
     let egress = if program.usage.conntrack {
-        Some(tc::egress_program(program)?)
+        Some(tc::egress_program(program, &layout)?)
     } else {
         None
     };
@@ -218,15 +83,135 @@ pub fn compile_with_limits(program: &ir::Program, limits: &Limits) -> Result<Obj
     }
     let elf = elf::write_object(&ObjectSpec {
         license: "GPL".into(),
-        maps: defs,
+        maps: &maps,
         programs,
     })
     .map_err(CodegenError::Elf)?;
     Ok(Object {
         elf,
-        maps: images,
+        maps,
+        layout,
         listing,
         insn_count,
         stack_bytes: generated.stack_bytes,
     })
+}
+
+/// How the maps of one classifier are filled from a table's prefixes:
+/// what `Object::classifier_maps` answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableFeed<'o> {
+    /// A hash of host addresses (the address alone is the key).
+    Hash(&'o MapDef),
+    /// An LPM trie (`{prefixlen: u32, addr}` keys).
+    Lpm(&'o MapDef),
+    /// An IPv4 LPM trie behind DIR-24 arrays (`layout::dir24`): a
+    /// prefix's bitmap goes to `bitmaps`, its /24 slots to `slots`, and
+    /// only fallback /24s to the trie.
+    Dir24 {
+        trie: &'o MapDef,
+        slots: &'o MapDef,
+        bitmaps: &'o MapDef,
+    },
+}
+
+impl Object {
+    fn where_role(&self, pred: impl Fn(MapRole) -> bool) -> impl Iterator<Item = &MapDef> {
+        self.layout
+            .maps_where(pred)
+            .into_iter()
+            .filter_map(|m| self.maps.get(m))
+    }
+
+    /// The role of the map named `name` (pins and the kernel know maps by
+    /// name; this is the one way back from a name to what it is).
+    pub fn role_of(&self, name: &str) -> Option<MapRole> {
+        let m = self.maps.iter().position(|d| d.name == name)?;
+        self.layout.role(m)
+    }
+
+    /// Maps of traffic state written by the data path (conntrack and
+    /// rate-limit buckets): carried over when a policy is replaced, reset
+    /// by a test run. (The counters and the log bucket are not state.)
+    pub fn state_maps(&self) -> impl Iterator<Item = &MapDef> {
+        self.where_role(MapRole::is_state)
+    }
+
+    /// The maps filled from the policy — classifier maps, phase constants,
+    /// DIR-24 arrays — which an in-place update rewrites (never state,
+    /// counters or log maps).
+    pub fn content_maps(&self) -> impl Iterator<Item = &MapDef> {
+        self.where_role(MapRole::is_content)
+    }
+
+    /// Whether map `name` is filled through its memory mapping (the runs
+    /// of a DIR-24 slot array) rather than element by element.
+    pub fn is_mapped(&self, name: &str) -> bool {
+        self.role_of(name).is_some_and(MapRole::is_mapped)
+    }
+
+    /// The per-CPU counters map (`ir::Program::counters` is its layout).
+    pub fn stats_map(&self) -> Option<&MapDef> {
+        self.where_role(|r| r == MapRole::Stats).next()
+    }
+
+    /// The conntrack maps with their family (none with `conntrack = off`).
+    pub fn conntrack_maps(&self) -> Vec<(Family, &MapDef)> {
+        self.layout
+            .roles()
+            .iter()
+            .zip(&self.maps)
+            .filter_map(|(role, map)| match role {
+                MapRole::Conntrack(family) => Some((*family, map)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The log ring buffer (events), when some rule logs.
+    pub fn log_events_map(&self) -> Option<&MapDef> {
+        self.where_role(|r| r == MapRole::LogEvents).next()
+    }
+
+    /// How phase `phase`'s classifier of `field` stores its entries:
+    /// `None` when the phase does not constrain the field or compares
+    /// inline (no map to write). `program` is the one compiled. A table
+    /// feeds every (phase, address field) its rules use it in: the CLI
+    /// finds those in the typed policy and asks this per pair.
+    pub fn classifier_maps(
+        &self,
+        program: &ir::Program,
+        phase: usize,
+        field: Field,
+    ) -> Option<TableFeed<'_>> {
+        let map = |m: usize| self.maps.get(m);
+        match self.layout.classifier_of_field(program, phase, field)? {
+            ClassifierStorage::Inline => None,
+            ClassifierStorage::Map { map: m, kind } => match kind {
+                ir::plan::MapKind::Hash => Some(TableFeed::Hash(map(m)?)),
+                ir::plan::MapKind::LpmTrie => Some(TableFeed::Lpm(map(m)?)),
+                _ => None,
+            },
+            ClassifierStorage::Dir24 {
+                trie,
+                slots,
+                bitmaps,
+            } => Some(TableFeed::Dir24 {
+                trie: map(trie)?,
+                slots: map(slots)?,
+                bitmaps: map(bitmaps)?,
+            }),
+        }
+    }
+
+    /// The DIR-24 (slots, bitmaps) arrays in front of the trie map named
+    /// `trie`, if it has them.
+    pub fn dir24_of(&self, trie: &str) -> Option<(&MapDef, &MapDef)> {
+        let m = self.maps.iter().position(|d| d.name == trie)?;
+        let (slots, bitmaps) = self.layout.dir24_of(m)?;
+        Some((
+            self.maps.get(slots.0 as usize)?,
+            self.maps.get(bitmaps.0 as usize)?,
+        ))
+    }
 }

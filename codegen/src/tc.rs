@@ -18,23 +18,24 @@ use patronus_compiler::ir;
 use patronus_compiler::semantics::{InvalidClass, Phase};
 use patronus_compiler::typed::Family;
 
+use crate::error::CodegenError;
 use crate::insn::kernel::{sk_buff, tc_action};
 use crate::insn::regs::{CTX, DATA, DATA_END, FP, Frame, SCRATCH, StackSlot};
 use crate::insn::{Asm, Label, Program, Reg};
-use crate::object::CodegenError;
+use crate::layout::Layout;
 use crate::parser::{self, Hook};
 use crate::state;
-use crate::xdp::ctx::{ExtraMap, PKT_LEN, PKT_SIZE, PacketSlots, XdpCtx};
+use crate::xdp::ctx::{PKT_LEN, PKT_SIZE, PacketSlots, XdpCtx};
 
 /// Symbol name of the egress program in the object.
 pub const TC_PROGRAM_NAME: &str = "patronus_egress";
 
-/// The egress program of `program`. With conntrack off it only returns
-/// `TC_ACT_OK` (the runtime need not attach it).
-pub fn egress_program(program: &ir::Program) -> Result<Program, CodegenError> {
+/// The egress program of `program`, on the maps of `layout`. With
+/// conntrack off it only returns `TC_ACT_OK` (the runtime need not attach
+/// it).
+pub fn egress_program(program: &ir::Program, layout: &Layout) -> Result<Program, CodegenError> {
     let mut asm = Asm::new();
     let mut frame = Frame::new();
-    let mut extra = Vec::new();
     let out = asm.named_label("egress: not tracked");
     if program.usage.conntrack {
         let pkt = PacketSlots::from_slot(frame.alloc("packet", PKT_SIZE)?);
@@ -51,15 +52,10 @@ pub fn egress_program(program: &ir::Program) -> Result<Program, CodegenError> {
             asm: &mut asm,
             program,
             frame: &mut frame,
-            extra: &mut extra,
+            layout,
             pkt,
             out,
         })?;
-    }
-    if !extra.is_empty() {
-        return Err(CodegenError::Internal {
-            what: "conntrack tracking asked for maps beyond the plan".into(),
-        });
     }
     asm.bind(out);
     asm.mov64_imm(Reg::R0, tc_action::OK);
@@ -73,7 +69,7 @@ struct Egress<'a, 'p> {
     asm: &'a mut Asm,
     program: &'p ir::Program,
     frame: &'a mut Frame,
-    extra: &'a mut Vec<ExtraMap>,
+    layout: &'a Layout,
     pkt: PacketSlots,
     /// Returns `TC_ACT_OK`.
     out: Label,
@@ -144,7 +140,7 @@ impl Hook for Egress<'_, '_> {
             family,
             pkt: self.pkt,
             frame: &mut *self.frame,
-            extra: &mut *self.extra,
+            layout: self.layout,
         };
         state::emit_track(self.asm, &mut ctx, self.program)?;
         self.asm.ja(self.out);

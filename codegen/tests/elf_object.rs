@@ -41,6 +41,7 @@ fn maps() -> Vec<MapDef> {
             key: Some(lpm_key()),
             value: Some(DataType::U32),
             pin_by_name: true,
+            entries: Vec::new(),
         },
         MapDef {
             name: "counters".into(),
@@ -50,6 +51,7 @@ fn maps() -> Vec<MapDef> {
             key: Some(DataType::U32),
             value: Some(DataType::U64),
             pin_by_name: false,
+            entries: Vec::new(),
         },
         MapDef {
             name: "events".into(),
@@ -59,6 +61,7 @@ fn maps() -> Vec<MapDef> {
             key: None,
             value: None,
             pin_by_name: false,
+            entries: Vec::new(),
         },
     ]
 }
@@ -91,7 +94,7 @@ fn tc_program() -> Program {
 fn object(xdp: &Program, tc: &Program) -> Vec<u8> {
     let spec = ObjectSpec {
         license: "GPL".into(),
-        maps: maps(),
+        maps: &maps(),
         programs: vec![
             ProgramDef {
                 kind: ProgramKind::Xdp,
@@ -224,7 +227,7 @@ fn bad_specs_are_errors() {
     let write = |maps: Vec<MapDef>, programs: Vec<ProgramDef<'_>>| {
         write_object(&ObjectSpec {
             license: "GPL".into(),
-            maps,
+            maps: &maps,
             programs,
         })
     };

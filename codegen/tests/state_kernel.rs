@@ -18,6 +18,7 @@ use patronus_codegen::abi::{conntrack as ct_abi, ratelimit as rl_abi};
 use patronus_codegen::elf::DataType;
 use patronus_codegen::insn::regs::{FP, Frame};
 use patronus_codegen::insn::{Asm, Program, Reg};
+use patronus_codegen::layout::{self, Layout};
 use patronus_codegen::state;
 use patronus_codegen::tc::egress_program;
 use patronus_codegen::xdp::ctx::{
@@ -85,9 +86,11 @@ fn per_minute(count: u64, burst: u64, key: RateKey) -> Rate {
     }
 }
 
-/// The program plan and the state maps (by plan position).
+/// The program plan, its map layout and the state maps (by object
+/// position; only the state maps are created).
 struct Env {
     program: ir::Program,
+    layout: Layout,
     maps: Vec<Option<Map>>,
     progs: Vec<u64>,
 }
@@ -95,17 +98,14 @@ struct Env {
 impl Env {
     fn new(policy: &Policy) -> Env {
         let program = ir::lower(policy);
-        let maps = program
-            .maps
+        let (layout, defs) = layout::plan(&program).unwrap();
+        let maps = defs
             .iter()
-            .map(|plan| {
-                let def = if ct_abi::family_of_map(&plan.name).is_some() {
-                    ct_abi::map_def(plan).unwrap()
-                } else if rl_abi::is_ratelimit_map(&plan.name) {
-                    rl_abi::map_def(plan).unwrap()
-                } else {
+            .zip(layout.roles())
+            .map(|(def, role)| {
+                if !role.is_state() {
                     return None;
-                };
+                }
                 let size = |t: &Option<DataType>| t.as_ref().map_or(0, DataType::size);
                 // Small tables: the test needs a handful of entries.
                 let max = def.max_entries.min(4096);
@@ -114,6 +114,7 @@ impl Env {
             .collect();
         Env {
             program,
+            layout,
             maps,
             progs: Vec::new(),
         }
@@ -138,20 +139,21 @@ impl Env {
 
     /// Inbound: the harness for this frame's parsed fields, run once.
     fn inbound(&mut self, frame: &[u8], charge: &[RuleId], allow: bool) -> u32 {
-        let harness = harness(&self.program, frame, charge, allow);
+        let harness = harness(&self.program, &self.layout, frame, charge, allow);
         let prog = self.load(&harness, PROG_TYPE_XDP);
         run(&prog, frame)
     }
 
     /// Outbound: the egress program.
     fn outbound(&mut self, frame: &[u8]) -> u32 {
-        let egress = egress_program(&self.program).unwrap();
+        let egress = egress_program(&self.program, &self.layout).unwrap();
         let prog = self.load(&egress, PROG_TYPE_SCHED_CLS);
         run(&prog, frame)
     }
 
     fn entries(&self, family: Family) -> Vec<ct_abi::CtEntry> {
-        let map = self.map(ct_abi::map_name(family));
+        let ct = self.layout.conntrack(family).unwrap();
+        let map = self.maps[ct.0 as usize].as_ref().unwrap();
         map.keys()
             .iter()
             .map(|k| ct_abi::decode_entry(family, k, &map.lookup(k).unwrap()).unwrap())
@@ -162,13 +164,18 @@ impl Env {
 /// An XDP program that stores the frame's parsed fields in the packet
 /// slots, then: established → pass 2; charge `charge` in order (empty → 1);
 /// `allow` → track, 3; else 0.
-fn harness(program: &ir::Program, bytes: &[u8], charge: &[RuleId], allow: bool) -> Program {
+fn harness(
+    program: &ir::Program,
+    layout: &Layout,
+    bytes: &[u8],
+    charge: &[RuleId],
+    allow: bool,
+) -> Program {
     let Ok(Parsed::Ip(ip)) = frame::parse(bytes, &program.options) else {
         panic!("test frame does not parse as IP");
     };
     let mut asm = Asm::new();
     let mut frame = Frame::new();
-    let mut extra = Vec::new();
     let pkt = PacketSlots::from_slot(frame.alloc("packet", PKT_SIZE).unwrap());
     for at in (0..PKT_SIZE as i16).step_by(8) {
         asm.st_dw(FP, pkt.at(at), 0);
@@ -219,7 +226,7 @@ fn harness(program: &ir::Program, bytes: &[u8], charge: &[RuleId], allow: bool) 
         family: ip.family(),
         pkt,
         frame: &mut frame,
-        extra: &mut extra,
+        layout,
     };
     state::emit_established(&mut asm, &mut ctx, program, pass).unwrap();
     for &rule in charge {
@@ -490,7 +497,9 @@ fn conntrack_off_egress_is_a_bare_pass() {
     let mut p = policy(vec![(Action::Allow, None)]);
     p.options.conntrack = false;
     let program = ir::lower(&p);
-    let egress = egress_program(&program).unwrap();
+    let (layout, _) = layout::plan(&program).unwrap();
+    let egress = egress_program(&program, &layout).unwrap();
     assert_eq!(egress.slot_count(), 2);
+    assert!(layout.conntrack(Family::Ipv4).is_err());
     assert!(program.maps.iter().all(|m| m.name != "ct_v4"));
 }

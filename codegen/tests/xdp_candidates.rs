@@ -1,4 +1,4 @@
-//! Candidate lists (`codegen::xdp::candidates`) in the kernel: a policy of
+//! Candidate lists (`codegen::layout::candidates`) in the kernel: a policy of
 //! hundreds of selective rules (ports, prefixes, both families, port
 //! ranges, port-less ICMP rules) compiles its deny and allow phases to
 //! candidate searches, and every rule's own packet, its near misses and
@@ -8,7 +8,7 @@ mod xdp_common;
 
 use std::net::IpAddr;
 
-use patronus_codegen::xdp;
+use patronus_codegen::layout;
 use patronus_compiler::interp::Interpreter;
 use patronus_compiler::typed::{Packet, Policy};
 use patronus_compiler::{LoadedFile, TableLoader, ir, packet};
@@ -88,15 +88,15 @@ fn selective_rules_use_candidate_lists_and_agree_with_the_interpreter() {
     }
     let policy = check(source);
     let program = ir::lower(&policy);
-    let generated = xdp::generate(&program).expect("generates");
-    let primaries: Vec<String> = generated
-        .candidate_maps
+    let (layout, _) = layout::plan(&program).expect("lays out");
+    let candidate_maps = layout.primaries(&program);
+    let primaries: Vec<String> = candidate_maps
         .iter()
         .map(|(m, c)| format!("{} ({} slots)", program.maps[*m].name, c.slots))
         .collect();
     eprintln!("candidate maps: {primaries:?}");
     assert!(
-        generated.candidate_maps.len() >= 2,
+        candidate_maps.len() >= 2,
         "deny and allow should both search candidates: {primaries:?}"
     );
     let (_object, loaded) = xdp_common::compile_and_load(&program);

@@ -1,4 +1,4 @@
-//! DIR-24 arrays (`codegen::xdp::dir24`) in the kernel: two big tables of
+//! DIR-24 arrays (`codegen::layout::dir24`) in the kernel: two big tables of
 //! nested IPv4 prefixes from /8 to /32, one denying and one allowing, get
 //! the array in front of their tries; addresses inside every kind of slot
 //! (a prefix of at most /24, a /24 with longer prefixes inside, nothing)
@@ -8,7 +8,7 @@ mod xdp_common;
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use patronus_codegen::xdp;
+use patronus_codegen::layout::{self, MapRole};
 use patronus_compiler::interp::Interpreter;
 use patronus_compiler::typed::{Packet, Policy};
 use patronus_compiler::{LoadedFile, TableLoader, ir, packet};
@@ -85,12 +85,11 @@ fn big_tables_use_dir24_and_agree_with_the_interpreter() {
                   allow tcp from @b\n";
     let policy = check(source, Tables(table_text(&a), table_text(&b)));
     let program = ir::lower(&policy);
-    let generated = xdp::generate(&program).expect("generates");
-    let arrays: Vec<&str> = generated
-        .extra
-        .iter()
-        .map(|m| m.def.name.as_str())
-        .filter(|n| n.ends_with("_d24"))
+    let (layout, maps) = layout::plan(&program).expect("lays out");
+    let arrays: Vec<&str> = layout
+        .maps_where(|role| matches!(role, MapRole::Dir24Slots { .. }))
+        .into_iter()
+        .map(|m| maps[m].name.as_str())
         .collect();
     assert_eq!(arrays.len(), 2, "both tables get an array: {arrays:?}");
 

@@ -14,6 +14,7 @@ use std::io;
 use std::os::fd::AsFd as _;
 use std::sync::OnceLock;
 
+use patronus_codegen::insn::kernel::map_flags::MMAPABLE;
 use patronus_codegen::insn::kernel::{Helper, map_type};
 use patronus_codegen::insn::{Asm, Insn, Reg, SwapBits, encode_all};
 use patronus_codegen::{Limits, Verifier};
@@ -24,12 +25,6 @@ use crate::sys;
 /// `bpf_prog_type`s of the probe programs.
 const PROG_TYPE_SCHED_CLS: u32 = 3;
 const PROG_TYPE_XDP: u32 = 6;
-/// `BPF_F_MMAPABLE`.
-const MMAPABLE: u32 = 1 << 10;
-/// `BPF_MAP_TYPE_*` of the probed map types codegen does not name yet.
-const MAP_TYPE_CPUMAP: u32 = 16;
-const MAP_TYPE_XSKMAP: u32 = 17;
-const MAP_TYPE_BLOOM_FILTER: u32 = 30;
 /// `BPF_FUNC_tcp_raw_gen_syncookie_ipv4`.
 const HELPER_RAW_GEN_SYNCOOKIE_IPV4: u32 = 204;
 
@@ -48,11 +43,11 @@ pub enum Feature {
     Tcx,
     /// `bpf_tcp_raw_gen_syncookie_ipv4` and friends: SYN cookies from XDP.
     Syncookie,
-    /// `BPF_MAP_TYPE_BLOOM_FILTER`.
+    /// `BPF_map_type::BLOOM_FILTER`.
     BloomFilter,
-    /// `BPF_MAP_TYPE_CPUMAP`: spreading packets over CPUs.
+    /// `BPF_map_type::CPUMAP`: spreading packets over CPUs.
     Cpumap,
-    /// `BPF_MAP_TYPE_XSKMAP`: AF_XDP sockets.
+    /// `BPF_map_type::XSKMAP`: AF_XDP sockets.
     Xskmap,
 }
 
@@ -164,9 +159,9 @@ fn probe_all() -> Features {
         xdp_link: version_at_least(&release, (5, 9)),
         tcx: tcx_present(),
         syncookie: syncookie_helpers(),
-        bloom_filter: sys::create_map(MAP_TYPE_BLOOM_FILTER, 0, 4, 1, 0).is_ok(),
-        cpumap: sys::create_map(MAP_TYPE_CPUMAP, 4, 4, 1, 0).is_ok(),
-        xskmap: sys::create_map(MAP_TYPE_XSKMAP, 4, 4, 1, 0).is_ok(),
+        bloom_filter: sys::create_map(map_type::BLOOM_FILTER, 0, 4, 1, 0).is_ok(),
+        cpumap: sys::create_map(map_type::CPUMAP, 4, 4, 1, 0).is_ok(),
+        xskmap: sys::create_map(map_type::XSKMAP, 4, 4, 1, 0).is_ok(),
         release,
     }
 }
@@ -239,9 +234,9 @@ pub fn needs(object: &aya_obj::Object) -> Vec<Feature> {
     for map in object.maps.values() {
         let feature = match map.map_type() {
             map_type::RINGBUF => Some(Feature::Ringbuf),
-            MAP_TYPE_BLOOM_FILTER => Some(Feature::BloomFilter),
-            MAP_TYPE_CPUMAP => Some(Feature::Cpumap),
-            MAP_TYPE_XSKMAP => Some(Feature::Xskmap),
+            map_type::BLOOM_FILTER => Some(Feature::BloomFilter),
+            map_type::CPUMAP => Some(Feature::Cpumap),
+            map_type::XSKMAP => Some(Feature::Xskmap),
             _ => None,
         };
         if let Some(feature) = feature

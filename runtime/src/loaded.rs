@@ -25,15 +25,7 @@ use crate::error::{RuntimeError, annotation, failing_insn, log_tail};
 use crate::sys;
 
 /// Map types (`enum bpf_map_type`) the runtime fills, clears or reads.
-mod map_type {
-    pub const HASH: u32 = 1;
-    pub const ARRAY: u32 = 2;
-    pub const PERCPU_HASH: u32 = 5;
-    pub const PERCPU_ARRAY: u32 = 6;
-    pub const LRU_HASH: u32 = 9;
-    pub const LRU_PERCPU_HASH: u32 = 10;
-    pub const LPM_TRIE: u32 = 11;
-}
+use patronus_codegen::insn::kernel::map_type;
 
 /// `bpf_prog_type` numbers of the probe program.
 const PROG_TYPE_XDP: u32 = 6;
@@ -73,11 +65,11 @@ pub struct MapShape {
 
 impl MapShape {
     /// The shape the compiler planned for `map`.
-    pub fn of(map: &patronus_codegen::MapImage) -> MapShape {
+    pub fn of(map: &patronus_codegen::MapDef) -> MapShape {
         MapShape {
             map_type: map.map_type,
-            key_size: map.key_size,
-            value_size: map.value_size,
+            key_size: map.key_size(),
+            value_size: map.value_size(),
             max_entries: map.max_entries,
             flags: map.flags,
         }

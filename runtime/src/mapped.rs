@@ -1,5 +1,5 @@
 //! Fills memory-mapped array maps (`BPF_F_MMAPABLE`): the DIR-24 slot
-//! arrays of big IPv4 classifiers (`patronus_codegen::xdp::dir24`), whose
+//! arrays of big IPv4 classifiers (`patronus_codegen::layout::dir24`), whose
 //! images are runs rather than entries. Writing through a shared mapping
 //! fills 64 MiB at memory speed, where 8 million update syscalls would
 //! take seconds.
@@ -7,7 +7,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-use patronus_codegen::xdp::dir24;
+use patronus_codegen::layout::dir24;
 
 use crate::RuntimeError;
 use crate::sys::MapInfo;

@@ -399,7 +399,7 @@ struct MapCreateAttr {
 
 /// Creates a throw-away array map (the probe's first step).
 pub fn create_probe_map() -> io::Result<OwnedFd> {
-    create_map(2, 4, 4, 1, 0) // BPF_MAP_TYPE_ARRAY
+    create_map(patronus_codegen::insn::kernel::map_type::ARRAY, 4, 4, 1, 0)
 }
 
 /// Creates an anonymous map (the feature probes).

@@ -200,6 +200,7 @@ fn sample_maps() -> Vec<MapDef> {
             }),
             value: Some(DataType::U32),
             pin_by_name: false,
+            entries: Vec::new(),
         },
         MapDef {
             name: "trusted".into(),
@@ -210,6 +211,7 @@ fn sample_maps() -> Vec<MapDef> {
             key: Some(DataType::Bytes(4)),
             value: Some(DataType::U32),
             pin_by_name: false,
+            entries: Vec::new(),
         },
         MapDef {
             name: "stats".into(),
@@ -234,6 +236,7 @@ fn sample_maps() -> Vec<MapDef> {
                 ],
             }),
             pin_by_name: false,
+            entries: Vec::new(),
         },
         MapDef {
             name: "seen".into(),
@@ -243,6 +246,7 @@ fn sample_maps() -> Vec<MapDef> {
             key: Some(DataType::Bytes(4)),
             value: Some(DataType::U32),
             pin_by_name: false,
+            entries: Vec::new(),
         },
     ]
 }
@@ -340,7 +344,7 @@ fn sample_tc() -> Result<Program, AsmError> {
 fn sample_elf(xdp: &Program, tc: &Program) -> Result<Vec<u8>, ElfError> {
     write_object(&ObjectSpec {
         license: "GPL".into(),
-        maps: sample_maps(),
+        maps: &sample_maps(),
         programs: vec![
             ProgramDef {
                 kind: ProgramKind::Xdp,

@@ -168,7 +168,7 @@ fn verifier_rejection_names_the_instruction_and_its_block() {
     let program = asm.finish().expect("assembles");
     let elf = patronus_codegen::elf::write_object(&patronus_codegen::elf::ObjectSpec {
         license: "GPL".into(),
-        maps: vec![],
+        maps: &[],
         programs: vec![patronus_codegen::elf::ProgramDef {
             kind: ProgramKind::Xdp,
             name: "careless".into(),

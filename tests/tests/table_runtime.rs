@@ -287,7 +287,7 @@ fn mixed_tables_are_recompiled_like_the_equivalent_policy() {
 }
 
 /// A table big enough for DIR-24 arrays in front of its trie
-/// (`codegen::xdp::dir24`): a file change applies in place (the array is
+/// (`codegen::layout::dir24`): a file change applies in place (the array is
 /// rewritten through its mapping) and `table add|del` take the recompile
 /// path, since one trie entry alone would not change a verdict.
 #[test]

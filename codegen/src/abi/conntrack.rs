@@ -1,5 +1,6 @@
 //! Byte layout of the conntrack maps `ct_v4` / `ct_v6` (`LRU_HASH`, one
-//! per address family, `conntrack-size` entries each).
+//! per address family, `conntrack-size` entries each; role
+//! `Contents::Conntrack(family)`).
 //!
 //! Key: the flow's 5-tuple with its two endpoints in canonical order, so a
 //! packet and its reply find the same entry (as the interpreter's
@@ -37,8 +38,8 @@ use patronus_compiler::ir::plan::MapPlan;
 use patronus_compiler::typed::Family;
 
 use crate::elf::{DataType, Field, MapDef};
+use crate::error::CodegenError;
 use crate::insn::kernel::map_type;
-use crate::object::CodegenError;
 
 pub const VALUE_LAST_NS: i16 = 0;
 pub const VALUE_TIMEOUT_NS: i16 = 8;
@@ -74,14 +75,6 @@ pub const fn key_layout(family: Family) -> KeyLayout {
         second_port: 2 * addr_len + 2,
         proto: 2 * addr_len + 4,
         size: (2 * addr_len + 8) as usize,
-    }
-}
-
-/// The map name of a family's conntrack table (as `ir::plan` names it).
-pub fn map_name(family: Family) -> &'static str {
-    match family {
-        Family::Ipv4 => "ct_v4",
-        Family::Ipv6 => "ct_v6",
     }
 }
 
@@ -152,35 +145,21 @@ fn value_type() -> DataType {
     }
 }
 
-/// The family of a planned conntrack map (`ct_v4` / `ct_v6`).
-pub fn family_of_map(name: &str) -> Option<Family> {
-    match name {
-        "ct_v4" => Some(Family::Ipv4),
-        "ct_v6" => Some(Family::Ipv6),
-        _ => None,
-    }
-}
-
-/// The ELF definition of a planned conntrack map.
-pub fn map_def(plan: &MapPlan) -> Result<MapDef, CodegenError> {
-    let family = family_of_map(&plan.name).ok_or_else(|| CodegenError::Internal {
-        what: format!("`{}` is not a conntrack map", plan.name),
-    })?;
+/// The ELF definition of a planned conntrack map (`Contents::Conntrack`).
+pub fn map_def(plan: &MapPlan, family: Family) -> Result<MapDef, CodegenError> {
     let max_entries = u32::try_from(plan.max_entries.max(1)).map_err(|_| CodegenError::Limit {
         what: format!("conntrack-size {} does not fit a map", plan.max_entries),
         rule: None,
     })?;
-    Ok(MapDef {
-        name: plan.name.clone(),
-        map_type: map_type::LRU_HASH,
+    // Keeping the table across reloads (§3) is the runtime's job (it
+    // reuses the map); pinning policy is not decided here.
+    Ok(MapDef::empty(
+        plan.name.clone(),
+        map_type::LRU_HASH,
         max_entries,
-        flags: 0,
-        key: Some(key_type(family)),
-        value: Some(value_type()),
-        // Keeping the table across reloads (§3) is the runtime's job (it
-        // reuses the map); pinning policy is not decided here.
-        pin_by_name: false,
-    })
+        Some(key_type(family)),
+        Some(value_type()),
+    ))
 }
 
 fn addr_bytes(addr: IpAddr) -> Vec<u8> {

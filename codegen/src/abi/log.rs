@@ -1,8 +1,9 @@
 //! `log` events: the ring buffer `log_events` (`RINGBUF`) and the global
 //! token bucket `log_bucket` (`ARRAY` of one [`abi::ratelimit`] bucket) that
 //! caps them at `options log-rate` events per second (burst: one second's
-//! worth). Neither is in `ir::Program::maps`: the XDP generator adds them as
-//! extra maps when some rule has `log`.
+//! worth). Neither is in `ir::Program::maps`: the layout pass
+//! (`layout`, roles `LogEvents` / `LogBucket`) adds them when some rule
+//! with `log` can decide and `log-rate` is not 0.
 //!
 //! Event (56 bytes, little-endian unless said otherwise):
 //!
@@ -29,8 +30,6 @@ use patronus_compiler::typed::NS_PER_SEC;
 use crate::abi::ratelimit;
 use crate::elf::{DataType, MapDef};
 use crate::insn::kernel::map_type;
-use crate::object::MapImage;
-use crate::xdp::ctx::ExtraMap;
 
 pub const RINGBUF_NAME: &str = "log_events";
 pub const BUCKET_NAME: &str = "log_bucket";
@@ -58,50 +57,20 @@ pub fn bucket_bounds(log_rate: u32) -> Option<(u64, u64)> {
     Some((cost, cost * u64::from(log_rate)))
 }
 
-fn image(def: &MapDef) -> MapImage {
-    MapImage {
-        name: def.name.clone(),
-        map_type: def.map_type,
-        key_size: def.key.as_ref().map_or(0, DataType::size),
-        value_size: def.value.as_ref().map_or(0, DataType::size),
-        max_entries: def.max_entries,
-        flags: def.flags,
-        entries: Vec::new(),
-    }
-}
-
 /// The ring buffer map.
-pub fn ringbuf_map() -> ExtraMap {
-    let def = MapDef {
-        name: RINGBUF_NAME.into(),
-        map_type: map_type::RINGBUF,
-        max_entries: RINGBUF_BYTES,
-        flags: 0,
-        key: None,
-        value: None,
-        pin_by_name: false,
-    };
-    ExtraMap {
-        image: image(&def),
-        def,
-    }
+pub fn ringbuf_map() -> MapDef {
+    MapDef::empty(RINGBUF_NAME, map_type::RINGBUF, RINGBUF_BYTES, None, None)
 }
 
 /// The one-slot array holding the log bucket (starts zero = full).
-pub fn bucket_map() -> ExtraMap {
-    let def = MapDef {
-        name: BUCKET_NAME.into(),
-        map_type: map_type::ARRAY,
-        max_entries: 1,
-        flags: 0,
-        key: Some(DataType::U32),
-        value: Some(ratelimit::value_type()),
-        pin_by_name: false,
-    };
-    ExtraMap {
-        image: image(&def),
-        def,
-    }
+pub fn bucket_map() -> MapDef {
+    MapDef::empty(
+        BUCKET_NAME,
+        map_type::ARRAY,
+        1,
+        Some(DataType::U32),
+        Some(ratelimit::value_type()),
+    )
 }
 
 /// One decoded event.

@@ -19,21 +19,25 @@
 //! A rule bitmap is `words` u64s (`PhasePlan::words`): bit `i % 64` of word
 //! `i / 64` is the phase's `rules[i]`.
 //!
-//! Conntrack, rate-limit and log-event layouts live in `abi::conntrack`,
+//! Classifier keys and values are in `abi::classifier`; conntrack,
+//! rate-limit and log-event layouts live in `abi::conntrack`,
 //! `abi::ratelimit` and `abi::log` (written with the state generators).
 
+pub mod classifier;
 pub mod conntrack;
 pub mod log;
 pub mod ratelimit;
 
 use patronus_compiler::ir::plan::{Contents, MapKind, MapPlan};
-use patronus_compiler::ir::{Classifier, Field, Key, Program};
-use patronus_compiler::typed::Family;
-use std::net::IpAddr;
+use patronus_compiler::ir::{Classifier, Field, Program};
+
+pub use classifier::{address_capacity, bitmap_bytes, entry_key};
+use classifier::{bitmap_type, classifier_key};
 
 use crate::elf::{DataType, Field as BtfField, MapDef};
+use crate::error::CodegenError;
 use crate::insn::kernel::{map_flags, map_type};
-use crate::object::{CodegenError, MapImage};
+use crate::layout::dir24;
 
 /// Size of one stats value per CPU.
 pub const COUNTER_SIZE: usize = 16;
@@ -67,59 +71,6 @@ pub fn map_type_of(kind: MapKind) -> u32 {
     }
 }
 
-fn addr_len(family: Family) -> u32 {
-    match family {
-        Family::Ipv4 => 4,
-        Family::Ipv6 => 16,
-    }
-}
-
-fn bitmap_type(words: usize) -> DataType {
-    if words == 1 {
-        DataType::U64
-    } else {
-        DataType::Bytes(8 * words as u32)
-    }
-}
-
-fn lpm_key(family: Family) -> DataType {
-    let len = addr_len(family);
-    DataType::Struct {
-        name: format!("lpm{}_key", if len == 4 { 4 } else { 6 }),
-        size: 4 + len,
-        fields: vec![
-            BtfField {
-                name: "prefixlen".into(),
-                ty: DataType::U32,
-                offset: 0,
-            },
-            BtfField {
-                name: "addr".into(),
-                ty: DataType::Bytes(len),
-                offset: 4,
-            },
-        ],
-    }
-}
-
-fn icmp_key() -> DataType {
-    let byte = |name: &str, offset| BtfField {
-        name: name.into(),
-        ty: DataType::U8,
-        offset,
-    };
-    DataType::Struct {
-        name: "icmp_key".into(),
-        size: 4,
-        fields: vec![
-            byte("type", 0),
-            byte("code", 1),
-            byte("any_code", 2),
-            byte("pad", 3),
-        ],
-    }
-}
-
 /// The stats value type.
 pub fn counter_type() -> DataType {
     DataType::Struct {
@@ -150,49 +101,15 @@ pub fn classifier_of<'p>(program: &'p Program, plan: &MapPlan) -> Option<&'p Cla
     }
 }
 
-/// Key type of a classifier map (decided by its field and map kind).
-fn classifier_key(field: Field, kind: MapKind) -> DataType {
-    match (field, kind) {
-        (Field::SrcAddr(f) | Field::DstAddr(f), MapKind::LpmTrie) => lpm_key(f),
-        (Field::SrcAddr(f) | Field::DstAddr(f), _) => DataType::Bytes(addr_len(f)),
-        (Field::SrcPort | Field::DstPort | Field::Vlan, MapKind::Hash) => DataType::U16,
-        (Field::Icmp, _) => icmp_key(),
-        // Arrays: proto, flags, ports.
-        _ => DataType::U32,
-    }
-}
-
-/// The `max_entries` of an address classifier map holding `n` entries:
-/// room to grow at run time (`patronusc table add`) and a value that stays
-/// the same while a table changes a little, so that a re-apply with a few
-/// prefixes more or less keeps the map definitions (and the programs) and
-/// can update the maps in place. The smallest of `2^k * {4,5,6,7} / 4`
-/// (steps of at most 25%) that is at least `n + n/8 + 64`. LPM tries
-/// allocate per entry (the headroom costs nothing); hash maps preallocate
-/// it (12.5-40% more memory).
-pub fn address_capacity(n: u32) -> u32 {
-    let want = u64::from(n) + u64::from(n) / 8 + 64;
-    let mut base: u64 = 64;
-    loop {
-        for quarter in [4u64, 5, 6, 7] {
-            let step = base * quarter / 4;
-            if step >= want {
-                return u32::try_from(step).unwrap_or(u32::MAX);
-            }
-        }
-        base *= 2;
-    }
-}
-
-/// The ELF definition of a classifier or stats map. Conntrack and
-/// rate-limit maps are defined by `abi::conntrack` / `abi::ratelimit`.
+/// The ELF definition of a planned map (no entries yet: the layout adds
+/// them), decided by its typed role.
 pub fn map_def(program: &Program, plan: &MapPlan) -> Result<MapDef, CodegenError> {
     let max_entries = u32::try_from(plan.max_entries.max(1)).map_err(|_| CodegenError::Limit {
         what: format!("map `{}` has {} entries", plan.name, plan.max_entries),
         rule: None,
     })?;
     let mut max_entries = max_entries;
-    let (key, value) = match &plan.contents {
+    let (key, value) = match plan.contents {
         Contents::Classifier { .. } => {
             let c = classifier_of(program, plan).ok_or_else(|| CodegenError::Internal {
                 what: format!("map `{}` names a missing classifier", plan.name),
@@ -203,108 +120,23 @@ pub fn map_def(program: &Program, plan: &MapPlan) -> Result<MapDef, CodegenError
             (classifier_key(c.field, plan.kind), bitmap_type(c.words))
         }
         Contents::Stats => (DataType::U32, counter_type()),
-        Contents::Runtime if conntrack::family_of_map(&plan.name).is_some() => {
-            return conntrack::map_def(plan);
-        }
-        Contents::Runtime if ratelimit::is_ratelimit_map(&plan.name) => {
-            return ratelimit::map_def(plan);
-        }
-        Contents::Runtime => {
-            return Err(CodegenError::Internal {
-                what: format!("runtime map `{}` has no layout", plan.name),
-            });
-        }
+        Contents::Conntrack(family) => return conntrack::map_def(plan, family),
+        Contents::RateLimit { key, family } => return ratelimit::map_def(plan, key, family),
     };
     Ok(MapDef {
-        name: plan.name.clone(),
-        map_type: map_type_of(plan.kind),
-        max_entries,
         flags: if plan.kind == MapKind::LpmTrie {
             map_flags::NO_PREALLOC
         } else {
             0
         },
-        key: Some(key),
-        value: Some(value),
-        pin_by_name: false,
+        ..MapDef::empty(
+            plan.name.clone(),
+            map_type_of(plan.kind),
+            max_entries,
+            Some(key),
+            Some(value),
+        )
     })
-}
-
-fn addr_bytes(addr: IpAddr) -> Vec<u8> {
-    match addr {
-        IpAddr::V4(a) => a.octets().to_vec(),
-        IpAddr::V6(a) => a.octets().to_vec(),
-    }
-}
-
-/// A rule bitmap as map value bytes.
-pub fn bitmap_bytes(words: &[u64]) -> Vec<u8> {
-    words.iter().flat_map(|w| w.to_le_bytes()).collect()
-}
-
-/// The key bytes of one classifier entry in a map of `kind`.
-pub(crate) fn entry_key(key: &Key, kind: MapKind) -> Vec<u8> {
-    match *key {
-        Key::Prefix(p) if kind == MapKind::LpmTrie => {
-            let mut k = u32::from(p.len).to_le_bytes().to_vec();
-            k.extend(addr_bytes(p.addr));
-            k
-        }
-        Key::Prefix(p) => addr_bytes(p.addr),
-        Key::Ports(r) if kind == MapKind::Hash => r.lo.to_le_bytes().to_vec(),
-        Key::Ports(r) => u32::from(r.lo).to_le_bytes().to_vec(),
-        Key::Proto(p) | Key::Flags(p) => u32::from(p).to_le_bytes().to_vec(),
-        Key::Icmp { ty, code } => match code {
-            Some(c) => vec![ty, c, 0, 0],
-            None => vec![ty, 0, 1, 0],
-        },
-        Key::Vlan(v) => v.to_le_bytes().to_vec(),
-    }
-}
-
-/// The initial entries of a planned map: classifier entries (arrays filled
-/// with the miss bitmap where no entry applies), nothing for runtime maps.
-pub fn image(program: &Program, plan: &MapPlan, def: &MapDef) -> MapImage {
-    let mut entries = Vec::new();
-    if let Some(c) = classifier_of(program, plan) {
-        if plan.kind == MapKind::Array {
-            // Every index gets its bitmap: the entry's, else the miss one.
-            let size: u32 = match c.field {
-                Field::SrcPort | Field::DstPort => 65_536,
-                _ => 256,
-            };
-            let mut values: Vec<&[u64]> = vec![&c.miss.0; size as usize];
-            for (i, k) in c.keys.iter().enumerate() {
-                match *k {
-                    Key::Ports(r) => {
-                        for p in r.lo..=r.hi {
-                            values[usize::from(p)] = c.entry(i);
-                        }
-                    }
-                    Key::Proto(v) | Key::Flags(v) => values[usize::from(v)] = c.entry(i),
-                    _ => {}
-                }
-            }
-            for (index, words) in values.iter().enumerate() {
-                if words.iter().any(|&w| w != 0) {
-                    entries.push(((index as u32).to_le_bytes().to_vec(), bitmap_bytes(words)));
-                }
-            }
-        } else {
-            for (i, k) in c.keys.iter().enumerate() {
-                entries.push((entry_key(k, plan.kind), bitmap_bytes(c.entry(i))));
-            }
-        }
-    }
-    MapImage {
-        name: def.name.clone(),
-        map_type: def.map_type,
-        key_size: def.key.as_ref().map_or(0, DataType::size),
-        value_size: def.value.as_ref().map_or(0, DataType::size),
-        max_entries: def.max_entries,
-        flags: def.flags,
-        entries,
-    }
 }
 
 /// The first line of a map-images file.
@@ -322,7 +154,7 @@ pub const MAPS_FILE_HEADER: &str = "patronus-maps 1";
 /// `T` is the `BPF_MAP_TYPE_*` number, `K`/`V` the key and value sizes in
 /// bytes, `M` max_entries, `F` the map flags. Every map of the object is
 /// listed, in ELF order, also those that start empty (`entries 0`).
-pub fn encode_images(images: &[MapImage]) -> String {
+pub fn encode_images(images: &[MapDef]) -> String {
     // Bytes by hand, not `write!` with `{:02x}` per byte: a 10,000-rule
     // policy has megabytes of bitmaps, and the formatter made this most of
     // `patronusc build`'s time.
@@ -348,8 +180,8 @@ pub fn encode_images(images: &[MapImage]) -> String {
             "map {} type {} key {} value {} max {} flags {} entries {}\n",
             m.name,
             m.map_type,
-            m.key_size,
-            m.value_size,
+            m.key_size(),
+            m.value_size(),
             m.max_entries,
             m.flags,
             m.entries.len()
@@ -366,8 +198,10 @@ pub fn encode_images(images: &[MapImage]) -> String {
     String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
-/// Parses [`encode_images`]' format; the error names the line.
-pub fn decode_images(text: &str) -> Result<Vec<MapImage>, String> {
+/// Parses [`encode_images`]' format; the error names the line. The file
+/// has sizes, not BTF types: a key or value comes back as
+/// `DataType::Bytes` of its size (`None` for size 0, a ring buffer's).
+pub fn decode_images(text: &str) -> Result<Vec<MapDef>, String> {
     let mut lines = text.lines().enumerate();
     match lines.next() {
         Some((_, MAPS_FILE_HEADER)) => {}
@@ -414,14 +248,17 @@ pub fn decode_images(text: &str) -> Result<Vec<MapImage>, String> {
                 .map_err(|_| format!("line {n}: bad number `{s}`"))
         };
         let count = num(count)?;
-        let mut image = MapImage {
-            name: (*name).to_string(),
-            map_type: num(ty)?,
-            key_size: num(key)?,
-            value_size: num(value)?,
-            max_entries: num(max)?,
+        let sized = |size: u32| (size > 0).then_some(DataType::Bytes(size));
+        let mut image = MapDef {
             flags: num(flags)?,
             entries: Vec::with_capacity(count as usize),
+            ..MapDef::empty(
+                *name,
+                num(ty)?,
+                num(max)?,
+                sized(num(key)?),
+                sized(num(value)?),
+            )
         };
         for _ in 0..count {
             let (j, entry) = lines
@@ -432,12 +269,12 @@ pub fn decode_images(text: &str) -> Result<Vec<MapImage>, String> {
                 .ok_or_else(|| format!("line {}: expected `KEY VALUE`", j + 1))?;
             let (k, v) = (unhex(k, j + 1)?, unhex(v, j + 1)?);
             // A memory-mapped DIR-24 array's entries are 12-byte runs.
-            let value_size = if image.flags & crate::xdp::dir24::MMAPABLE != 0 {
-                crate::xdp::dir24::RUN_BYTES
+            let value_size = if image.flags & dir24::MMAPABLE != 0 {
+                dir24::RUN_BYTES
             } else {
-                image.value_size as usize
+                image.value_size() as usize
             };
-            if k.len() != image.key_size as usize || v.len() != value_size {
+            if k.len() != image.key_size() as usize || v.len() != value_size {
                 return Err(format!("line {}: key or value of the wrong size", j + 1));
             }
             image.entries.push((k, v));

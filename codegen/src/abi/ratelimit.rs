@@ -1,6 +1,6 @@
 //! Byte layout of the token-bucket maps of the rate-limit phase.
 //!
-//! Maps (named by `ir::plan`): `rl_src_v4`, `rl_src_v6`, `rl_dst_v4`,
+//! Maps (named by `ir::plan`, role `Contents::RateLimit`): `rl_src_v4`, `rl_src_v6`, `rl_dst_v4`,
 //! `rl_dst_v6`, `rl_flow_v4`, `rl_flow_v6` (`LRU_HASH`; the rules of one key
 //! kind share the map, the key starts with the rule id) and `rl_global`
 //! (`ARRAY` indexed by rule id).
@@ -23,8 +23,8 @@ use patronus_compiler::ir::plan::MapPlan;
 use patronus_compiler::typed::{Family, Rate, RateKey};
 
 use crate::elf::{DataType, Field, MapDef};
+use crate::error::CodegenError;
 use crate::insn::kernel::map_type;
-use crate::object::CodegenError;
 
 pub const VALUE_LAST_NS: i16 = 0;
 pub const VALUE_CREDIT_NS: i16 = 8;
@@ -75,50 +75,11 @@ pub const fn key_size(key: RateKey, family: Family) -> Option<usize> {
     }
 }
 
-/// The planned map holding `key` buckets for `family`.
-pub fn map_name(key: RateKey, family: Family) -> String {
-    let suffix = match family {
-        Family::Ipv4 => "v4",
-        Family::Ipv6 => "v6",
-    };
-    match key {
-        RateKey::Src => format!("rl_src_{suffix}"),
-        RateKey::Dst => format!("rl_dst_{suffix}"),
-        RateKey::Flow => format!("rl_flow_{suffix}"),
-        RateKey::Global => "rl_global".into(),
-    }
-}
-
 /// The bucket bounds of a rate: (cost of a token, full bucket), in ns.
 /// `full` saturates at `u64::MAX` (a bucket of more than 584 years).
 pub fn bucket_bounds(rate: &Rate) -> (u64, u64) {
     let cost = rate.interval_ns.max(1);
     (cost, rate.burst.saturating_mul(cost))
-}
-
-fn parse_map_name(name: &str) -> Option<(RateKey, Option<Family>)> {
-    if name == "rl_global" {
-        return Some((RateKey::Global, None));
-    }
-    let rest = name.strip_prefix("rl_")?;
-    let (kind, family) = rest.split_once('_')?;
-    let key = match kind {
-        "src" => RateKey::Src,
-        "dst" => RateKey::Dst,
-        "flow" => RateKey::Flow,
-        _ => return None,
-    };
-    let family = match family {
-        "v4" => Family::Ipv4,
-        "v6" => Family::Ipv6,
-        _ => return None,
-    };
-    Some((key, Some(family)))
-}
-
-/// True for the names of the planned rate-limit maps.
-pub fn is_ratelimit_map(name: &str) -> bool {
-    parse_map_name(name).is_some()
 }
 
 fn field(name: &str, ty: DataType, offset: i16) -> Field {
@@ -172,11 +133,14 @@ fn key_type(key: RateKey, family: Family) -> DataType {
     }
 }
 
-/// The ELF definition of a planned rate-limit map.
-pub fn map_def(plan: &MapPlan) -> Result<MapDef, CodegenError> {
-    let (key, family) = parse_map_name(&plan.name).ok_or_else(|| CodegenError::Internal {
-        what: format!("`{}` is not a rate-limit map", plan.name),
-    })?;
+/// The ELF definition of a planned rate-limit map
+/// (`Contents::RateLimit { key, family }`): an LRU hash per family, an
+/// array by rule id for `per global` (`family: None`).
+pub fn map_def(
+    plan: &MapPlan,
+    key: RateKey,
+    family: Option<Family>,
+) -> Result<MapDef, CodegenError> {
     let max_entries = u32::try_from(plan.max_entries.max(1)).map_err(|_| CodegenError::Limit {
         what: format!(
             "rate-limit map `{}` needs {} entries (ratelimit-size × rules), more than a map holds",
@@ -188,15 +152,13 @@ pub fn map_def(plan: &MapPlan) -> Result<MapDef, CodegenError> {
         Some(family) => (map_type::LRU_HASH, key_type(key, family)),
         None => (map_type::ARRAY, DataType::U32),
     };
-    Ok(MapDef {
-        name: plan.name.clone(),
+    Ok(MapDef::empty(
+        plan.name.clone(),
         map_type,
         max_entries,
-        flags: 0,
-        key: Some(key_type),
-        value: Some(value_type()),
-        pin_by_name: false,
-    })
+        Some(key_type),
+        Some(value_type()),
+    ))
 }
 
 /// One decoded bucket.
@@ -222,18 +184,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_round_trip_and_sizes_match_the_plan() {
+    fn key_sizes_match_the_key_types() {
         for key in [RateKey::Src, RateKey::Dst, RateKey::Flow] {
             for family in [Family::Ipv4, Family::Ipv6] {
-                let name = map_name(key, family);
-                assert_eq!(parse_map_name(&name), Some((key, Some(family))));
                 let size = key_size(key, family).unwrap();
                 assert_eq!(key_type(key, family).size() as usize, size);
                 assert!(size <= KEY_MAX_SIZE);
             }
         }
         assert_eq!(key_size(RateKey::Flow, Family::Ipv6), Some(KEY_MAX_SIZE));
-        assert_eq!(parse_map_name("rl_global"), Some((RateKey::Global, None)));
-        assert_eq!(parse_map_name("ct_v4"), None);
+        assert_eq!(key_size(RateKey::Global, Family::Ipv4), None);
     }
 }

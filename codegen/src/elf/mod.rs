@@ -88,7 +88,9 @@ impl DataType {
     }
 }
 
-/// One BTF-defined map. Its position in [`ObjectSpec::maps`] is the
+/// One map of an object: its BTF definition and its initial entries (the
+/// one type for both; the ELF writer reads the definition, the runtime
+/// fills the entries). Its position in [`ObjectSpec::maps`] is the
 /// [`MapRef`](crate::insn::MapRef) index programs use.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MapDef {
@@ -102,6 +104,41 @@ pub struct MapDef {
     pub value: Option<DataType>,
     /// Pin under the loader's pin path by name (`LIBBPF_PIN_BY_NAME`).
     pub pin_by_name: bool,
+    /// Initial entries (key bytes, value bytes), laid out by `abi`; a
+    /// memory-mapped DIR-24 array's are runs (`layout::dir24`).
+    pub entries: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl MapDef {
+    /// A definition without entries.
+    pub fn empty(
+        name: impl Into<String>,
+        map_type: u32,
+        max_entries: u32,
+        key: Option<DataType>,
+        value: Option<DataType>,
+    ) -> MapDef {
+        MapDef {
+            name: name.into(),
+            map_type,
+            max_entries,
+            flags: 0,
+            key,
+            value,
+            pin_by_name: false,
+            entries: Vec::new(),
+        }
+    }
+
+    /// Key size in bytes (0 for a ring buffer).
+    pub fn key_size(&self) -> u32 {
+        self.key.as_ref().map_or(0, DataType::size)
+    }
+
+    /// Value size in bytes (0 for a ring buffer).
+    pub fn value_size(&self) -> u32 {
+        self.value.as_ref().map_or(0, DataType::size)
+    }
 }
 
 /// Where a program attaches; decides its section name and context type.
@@ -137,7 +174,7 @@ pub struct ProgramDef<'a> {
 
 pub struct ObjectSpec<'a> {
     pub license: String,
-    pub maps: Vec<MapDef>,
+    pub maps: &'a [MapDef],
     pub programs: Vec<ProgramDef<'a>>,
 }
 
@@ -364,7 +401,7 @@ fn build_btf(spec: &ObjectSpec<'_>) -> (Vec<u8>, Vec<u32>) {
     let mut datasec = Vec::new();
     let mut sizes = Vec::new();
     let mut offset = 0;
-    for map in &spec.maps {
+    for map in spec.maps {
         let mut fields: Vec<(&str, TypeId)> = vec![
             ("type", cache.uint_field(&mut btf, map.map_type)),
             ("max_entries", cache.uint_field(&mut btf, map.max_entries)),
@@ -470,7 +507,7 @@ fn pad_to(out: &mut Vec<u8>, align: usize) {
 pub fn write_object(spec: &ObjectSpec<'_>) -> Result<Vec<u8>, ElfError> {
     let mut names = HashSet::new();
     names.insert("_license".to_owned());
-    for map in &spec.maps {
+    for map in spec.maps {
         check_name(&map.name, &mut names)?;
         check_map(map)?;
     }

@@ -160,7 +160,9 @@ pub mod tc_action {
     pub const SHOT: i32 = 2;
 }
 
-/// Map types (`enum bpf_map_type`), as written into BTF map definitions.
+/// Map types (`enum bpf_map_type`), as written into BTF map definitions:
+/// the one place these numbers are spelled (codegen, runtime and CLI use
+/// these names).
 pub mod map_type {
     pub const HASH: u32 = 1;
     pub const ARRAY: u32 = 2;
@@ -169,13 +171,19 @@ pub mod map_type {
     pub const LRU_HASH: u32 = 9;
     pub const LRU_PERCPU_HASH: u32 = 10;
     pub const LPM_TRIE: u32 = 11;
+    pub const CPUMAP: u32 = 16;
+    pub const XSKMAP: u32 = 17;
     pub const RINGBUF: u32 = 27;
+    pub const BLOOM_FILTER: u32 = 30;
 }
 
 /// Map creation flags used by our maps.
 pub mod map_flags {
     /// `BPF_F_NO_PREALLOC`: required for `LPM_TRIE`.
     pub const NO_PREALLOC: u32 = 1;
+    /// `BPF_F_MMAPABLE`: an array the runtime fills through its memory
+    /// mapping (the DIR-24 slot arrays, `layout::dir24`).
+    pub const MMAPABLE: u32 = 1 << 10;
 }
 
 /// `flags` argument of `bpf_map_update_elem`.

@@ -19,12 +19,12 @@ use patronus_compiler::typed::{Family, Timeouts, tcp_flags};
 use super::{emit_lookup, emit_now, emit_update, load_u64, refresh_ns};
 use crate::abi::conntrack::{
     KEY_MAX_SIZE, VALUE_DIR, VALUE_LAST_NS, VALUE_SIZE, VALUE_STATE, VALUE_TIMEOUT_NS, key_layout,
-    map_name, state_code,
+    state_code,
 };
+use crate::error::CodegenError;
 use crate::insn::kernel::update_flags;
 use crate::insn::regs::{FP, SCRATCH, StackSlot};
 use crate::insn::{Asm, Label, MapRef, Reg, SwapBits};
-use crate::object::CodegenError;
 use crate::xdp::ctx::{
     L4_FRAGMENT, L4_ICMP, L4_TCP, PKT_DPORT, PKT_DST, PKT_ECHO_ID, PKT_ICMP_TYPE, PKT_IS_ECHO,
     PKT_L4, PKT_PROTO, PKT_SPORT, PKT_SRC, PKT_TCP_FLAGS, PacketSlots, XdpCtx,
@@ -48,10 +48,7 @@ fn slots(ctx: &mut XdpCtx<'_>) -> Result<Slots, CodegenError> {
 }
 
 fn ct_map(ctx: &XdpCtx<'_>) -> Result<MapRef, CodegenError> {
-    let name = map_name(ctx.family);
-    ctx.plan_map(name).ok_or_else(|| CodegenError::Internal {
-        what: format!("conntrack is on but the plan has no `{name}` map"),
-    })
+    ctx.layout.conntrack(ctx.family)
 }
 
 /// Phase 3: jumps to `pass` when the packet belongs to a live flow (after

@@ -8,11 +8,11 @@ use patronus_compiler::typed::{Family, RuleId};
 use super::{emit_lookup, emit_now, emit_take_token};
 use crate::abi::log::{
     EVENT_DPORT, EVENT_DST, EVENT_RULE, EVENT_SIZE, EVENT_SPORT, EVENT_SRC, EVENT_TIME_NS,
-    EVENT_VERDICT, bucket_bounds, bucket_map, ringbuf_map,
+    EVENT_VERDICT, bucket_bounds,
 };
+use crate::error::CodegenError;
 use crate::insn::regs::{FP, SCRATCH};
 use crate::insn::{Asm, Helper, Reg};
-use crate::object::CodegenError;
 use crate::xdp::ctx::{PKT_DPORT, PKT_DST, PKT_PROTO, PKT_SPORT, PKT_SRC, XdpCtx};
 
 /// Emits the event of `rule` deciding `verdict_pass` for this packet, if
@@ -32,8 +32,12 @@ pub fn emit_log(
         what: format!("rule id {} does not fit a log event", rule.0),
         rule: Some(rule),
     })?;
-    let ring = ctx.add_map(ringbuf_map());
-    let bucket = ctx.add_map(bucket_map());
+    let (ring, bucket) = ctx
+        .layout
+        .log_maps()
+        .ok_or_else(|| CodegenError::Internal {
+            what: format!("rule {} logs but the layout has no log maps", rule.0),
+        })?;
     let key = ctx.slot("log_key", 4)?;
     let now = ctx.slot("log_now", 8)?;
     let pkt = ctx.pkt;

@@ -12,12 +12,12 @@ use patronus_compiler::typed::{Family, RateKey, RuleId};
 use super::{emit_lookup, emit_now, emit_take_token, emit_update, load_u64};
 use crate::abi::ratelimit::{
     KEY_FIELDS, KEY_MAX_SIZE, KEY_RULE, VALUE_CREDIT_NS, VALUE_LAST_NS, VALUE_SIZE, addr_len,
-    bucket_bounds, flow_layout, map_name,
+    bucket_bounds, flow_layout,
 };
+use crate::error::CodegenError;
 use crate::insn::kernel::update_flags;
 use crate::insn::regs::{FP, SCRATCH, StackSlot};
 use crate::insn::{Asm, Label, Reg};
-use crate::object::CodegenError;
 use crate::xdp::ctx::{PKT_DPORT, PKT_DST, PKT_PROTO, PKT_SPORT, PKT_SRC, PacketSlots, XdpCtx};
 
 /// Takes a token from `rule`'s bucket for this packet: falls through when
@@ -39,13 +39,7 @@ pub fn emit_rate_limit(
     let rate = info.rate.ok_or_else(|| CodegenError::Internal {
         what: format!("rule `{}` is in the limit phase without a rate", info.name),
     })?;
-    let name = map_name(rate.key, ctx.family);
-    let map = ctx.plan_map(&name).ok_or_else(|| CodegenError::Internal {
-        what: format!(
-            "rule `{}` has a rate but the plan has no `{name}` map",
-            info.name
-        ),
-    })?;
+    let map = ctx.layout.rate_limit(rate.key, ctx.family)?;
     let rule_id = i32::try_from(rule.0).map_err(|_| CodegenError::Limit {
         what: format!("rule id {} does not fit a map key", rule.0),
         rule: Some(rule),

@@ -49,11 +49,10 @@
 //! # Hooks (implemented in `crate::state`)
 //!
 //! All take `(asm, ctx, program)` and return `Result<(), CodegenError>`;
-//! all may allocate stack slots through [`XdpCtx::frame`] and add maps
-//! through [`XdpCtx::maps`] (a map's [`MapRef`] is its index there).
-//! The classifier, conntrack, rate-limit and stats maps of
-//! `ir::Program::maps` come first, in plan order: `MapRef(i)` is
-//! `program.maps[i]`; [`XdpCtx::plan_map`] finds one by name.
+//! all may allocate stack slots through [`XdpCtx::frame`]. They add no
+//! maps: every map is laid out before emission, and a hook asks
+//! [`XdpCtx::layout`] for its map by role (`layout.conntrack(family)`,
+//! `layout.rate_limit(key, family)`, `layout.log_maps()`).
 //!
 //! - `state::emit_established(asm, ctx, program, pass: Label)` — phase 3,
 //!   emitted once per family path, only when `program.usage.conntrack`,
@@ -80,10 +79,9 @@
 use patronus_compiler::ir;
 use patronus_compiler::typed::Family;
 
-use crate::elf::MapDef;
-use crate::insn::MapRef;
+use crate::error::CodegenError;
 use crate::insn::regs::{Frame, StackSlot};
-use crate::object::MapImage;
+use crate::layout::Layout;
 
 /// The packet layout, owned by the parser that fills it.
 pub use crate::parser::packet::{
@@ -91,14 +89,6 @@ pub use crate::parser::packet::{
     PKT_HOP_LIMIT, PKT_ICMP_CODE, PKT_ICMP_TYPE, PKT_IS_ECHO, PKT_L4, PKT_LEN, PKT_PROTO, PKT_SIZE,
     PKT_SPORT, PKT_SRC, PKT_TCP_FLAGS, PKT_VLAN, PacketSlots,
 };
-
-/// A map added by a generator beyond the plan (e.g. a log ring buffer):
-/// its definition and initial contents.
-#[derive(Clone, Debug)]
-pub struct ExtraMap {
-    pub def: MapDef,
-    pub image: MapImage,
-}
 
 /// Everything a hook may read or extend while the XDP program is emitted.
 pub struct XdpCtx<'p> {
@@ -109,42 +99,16 @@ pub struct XdpCtx<'p> {
     /// The program's stack frame; allocate once and reuse across paths
     /// (e.g. look a slot up by name in `frame.slots()` before allocating).
     pub frame: &'p mut Frame,
-    /// Maps beyond `program.maps`; `MapRef(program.maps.len() + i)` is
-    /// `extra[i]`.
-    pub extra: &'p mut Vec<ExtraMap>,
+    /// Every map of the object, by role.
+    pub layout: &'p Layout,
 }
 
 impl XdpCtx<'_> {
-    /// The planned map named `name` (`ct_v4`, `rl_src_v6`, `stats`, ...).
-    pub fn plan_map(&self, name: &str) -> Option<MapRef> {
-        self.program
-            .maps
-            .iter()
-            .position(|m| m.name == name)
-            .map(|i| MapRef(i as u32))
-    }
-
-    /// Adds a map (or returns the existing one of the same name).
-    pub fn add_map(&mut self, map: ExtraMap) -> MapRef {
-        let base = self.program.maps.len();
-        if let Some(i) = self.extra.iter().position(|m| m.def.name == map.def.name) {
-            return MapRef((base + i) as u32);
-        }
-        self.extra.push(map);
-        MapRef((base + self.extra.len() - 1) as u32)
-    }
-
     /// A named stack slot, allocated on first use and shared afterwards.
-    pub fn slot(
-        &mut self,
-        name: &str,
-        size: usize,
-    ) -> Result<StackSlot, crate::object::CodegenError> {
+    pub fn slot(&mut self, name: &str, size: usize) -> Result<StackSlot, CodegenError> {
         if let Some((_, slot)) = self.frame.slots().iter().find(|(n, _)| n == name) {
             return Ok(*slot);
         }
-        self.frame
-            .alloc(name, size)
-            .map_err(crate::object::CodegenError::Stack)
+        self.frame.alloc(name, size).map_err(CodegenError::Stack)
     }
 }

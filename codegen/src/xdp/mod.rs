@@ -27,11 +27,12 @@
 //! unreachable instructions).
 //!
 //! Registers and stack: see `ctx` (the contract with the state generators).
+//! Maps: every map is laid out before emission (`crate::layout`); the code
+//! here only asks the layout for a map by role.
 
-pub mod candidates;
 pub mod ctx;
-pub mod dir24;
-mod hooks;
+mod cubes;
+mod lookup;
 mod parse;
 mod phases;
 mod prune;
@@ -41,11 +42,13 @@ use std::collections::BTreeMap;
 use patronus_compiler::ir;
 use patronus_compiler::semantics::{Counter, InvalidClass, Phase};
 
+use crate::error::CodegenError;
 use crate::insn::kernel::xdp_action;
 use crate::insn::regs::{DATA, DATA_END, FP, Frame, StackSlot};
 use crate::insn::{Asm, Label, MapRef, Program, Reg};
-use crate::object::{CodegenError, Limits, Verifier};
-use ctx::{ExtraMap, PKT_LEN, PKT_SIZE, PacketSlots};
+use crate::layout::Layout;
+use crate::limits::{Limits, Verifier};
+use ctx::{PKT_LEN, PKT_SIZE, PacketSlots};
 
 /// A far jump takes another hop once this many instructions (up to twice
 /// as many slots) lie behind its last one: well inside the ±32,767 slots
@@ -55,32 +58,24 @@ const FAR_HOP_INSNS: usize = 12_000;
 /// What [`generate`] hands to the object writer.
 pub struct Generated {
     pub program: Program,
-    /// Maps added by the state generators (after `ir::Program::maps`).
-    pub extra: Vec<ExtraMap>,
     pub stack_bytes: usize,
-    /// Classifier maps (index into `ir::Program::maps`) whose values carry
-    /// candidate lists, with the layout to extend them with.
-    pub candidate_maps: Vec<(usize, candidates::PhaseCandidates)>,
-    /// Classifier tries behind DIR-24 arrays (index into
-    /// `ir::Program::maps`) and the only entries they need:
-    /// (address, prefix length, bitmap).
-    pub dir24_tries: Vec<(usize, Vec<dir24::TrieEntry>)>,
 }
 
-/// Generates the XDP program within the kernel's limits.
-pub fn generate(program: &ir::Program) -> Result<Generated, CodegenError> {
-    generate_within(program, &Limits::default())
+/// Generates the XDP program on the maps of `layout` (from
+/// `layout::plan(program)`), within the kernel's limits.
+pub fn generate(program: &ir::Program, layout: &Layout) -> Result<Generated, CodegenError> {
+    generate_within(program, layout, &Limits::default())
 }
 
-/// Generates the XDP program within `limits`.
-pub fn generate_within(program: &ir::Program, limits: &Limits) -> Result<Generated, CodegenError> {
-    let mut g = Gen::new(program, limits.verifier)?;
+/// Generates the XDP program on the maps of `layout`, within `limits`.
+pub fn generate_within(
+    program: &ir::Program,
+    layout: &Layout,
+    limits: &Limits,
+) -> Result<Generated, CodegenError> {
+    let mut g = Gen::new(program, layout, limits.verifier)?;
     g.prologue();
     g.parse()?;
-    g.finish_consts();
-    let candidate_maps = (0..program.maps.len())
-        .filter_map(|m| g.primary_candidates(m).map(|c| (m, c.clone())))
-        .collect();
     let stack_bytes = g.frame.used();
     let marks = std::mem::take(&mut g.rule_marks);
     let blame = |limit: usize| {
@@ -110,10 +105,7 @@ pub fn generate_within(program: &ir::Program, limits: &Limits) -> Result<Generat
     let insns = prune::prune_unreachable(insns).map_err(CodegenError::Asm)?;
     Ok(Generated {
         program: insns,
-        extra: g.extra,
         stack_bytes,
-        candidate_maps,
-        dir24_tries: g.dir24_tries,
     })
 }
 
@@ -121,8 +113,9 @@ pub fn generate_within(program: &ir::Program, limits: &Limits) -> Result<Generat
 struct Gen<'p> {
     asm: Asm,
     program: &'p ir::Program,
+    /// Every map, by role (decided before emission).
+    layout: &'p Layout,
     frame: Frame,
-    extra: Vec<ExtraMap>,
     pkt: PacketSlots,
     /// Classifier lookup keys (largest: the IPv6 LPM key, 20 bytes).
     key: StackSlot,
@@ -145,33 +138,23 @@ struct Gen<'p> {
     /// Jumps that may cross more than the 16-bit range: (next hop label,
     /// final target, instruction count at the last hop).
     far: Vec<(Label, Label, usize)>,
-    /// Constant bitmaps of wide phases, by phase index.
-    consts: std::collections::HashMap<usize, phases::Consts>,
-    /// DIR-24 arrays made so far: (classifier map, (slots, bitmaps)).
-    dir24: Vec<(u32, (MapRef, MapRef))>,
-    /// The reduced trie entries of those classifier maps.
-    dir24_tries: Vec<(usize, Vec<dir24::TrieEntry>)>,
-    /// Candidate-list layouts of wide phases that use them, by phase index.
-    candidates: std::collections::HashMap<usize, candidates::PhaseCandidates>,
     /// The verifier the code must pass (see [`Verifier`]).
     verifier: Verifier,
 }
 
 impl<'p> Gen<'p> {
-    fn new(program: &'p ir::Program, verifier: Verifier) -> Result<Gen<'p>, CodegenError> {
+    fn new(
+        program: &'p ir::Program,
+        layout: &'p Layout,
+        verifier: Verifier,
+    ) -> Result<Gen<'p>, CodegenError> {
         let mut frame = Frame::new();
         let pkt = PacketSlots::from_slot(frame.alloc("pkt", PKT_SIZE)?);
         let key = frame.alloc("key", 20)?;
         let phase_key = frame.alloc("phase_key", 4)?;
         let rule_key = frame.alloc("rule_key", 4)?;
         let acc_save = frame.alloc("acc_save", 8)?;
-        let stats = program
-            .maps
-            .iter()
-            .position(|m| m.name == "stats")
-            .ok_or_else(|| CodegenError::Internal {
-                what: "the program has no stats map".into(),
-            })?;
+        let stats = layout.stats()?;
         let mut asm = Asm::new();
         let exit_drop = asm.named_label("exit_drop");
         let exit_pass = asm.named_label("exit_pass");
@@ -180,48 +163,26 @@ impl<'p> Gen<'p> {
         Ok(Gen {
             asm,
             program,
+            layout,
             verifier,
             frame,
-            extra: Vec::new(),
             pkt,
             key,
             phase_key,
             rule_key,
             acc_save,
-            stats: MapRef(stats as u32),
+            stats,
             exit_drop,
             exit_pass,
             exit_rule_drop,
             exit_rule_pass,
             invalid: BTreeMap::new(),
-            consts: std::collections::HashMap::new(),
-            dir24: Vec::new(),
-            dir24_tries: Vec::new(),
-            candidates: program
-                .phases
-                .iter()
-                .enumerate()
-                .filter_map(|(pi, phase)| candidates::plan(phase).map(|c| (pi, c)))
-                .collect(),
             far: Vec::new(),
             rule_marks: Vec::new(),
         })
     }
 
     /// The stats index of a counter.
-    /// The candidate layout whose lists classifier map `map`'s values
-    /// carry: the map is a primary of its phase ([`candidates`]).
-    fn primary_candidates(&self, map: usize) -> Option<&candidates::PhaseCandidates> {
-        self.candidates.iter().find_map(|(&pi, cand)| {
-            let classifiers = &self.program.phases[pi].classifiers;
-            cand.primary
-                .iter()
-                .flatten()
-                .any(|&ci| classifiers[ci].storage == ir::Storage::Map(map))
-                .then_some(cand)
-        })
-    }
-
     fn counter_index(&self, counter: Counter) -> Result<i32, CodegenError> {
         self.program
             .counters

@@ -10,9 +10,10 @@ use patronus_compiler::typed::Family;
 
 use super::Gen;
 use super::ctx::PacketSlots;
+use crate::error::CodegenError;
 use crate::insn::regs::{DATA_END, SCRATCH, StackSlot};
 use crate::insn::{Asm, Label, Reg};
-use crate::object::{CodegenError, Verifier};
+use crate::limits::Verifier;
 use crate::parser::{self, Hook};
 
 impl Gen<'_> {

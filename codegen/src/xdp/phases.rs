@@ -2,13 +2,15 @@
 //! default (LANGUAGE.md §3), from the IR's classifiers.
 //!
 //! Matching a phase: the family's start bitmap ANDed with one bitmap per
-//! classifier (an inline compare chain or one map lookup).
+//! classifier (an inline compare chain or one map lookup: `lookup`; TCP
+//! flags as cubes: `cubes`). This module is the phases' control flow.
 //!
 //! - Phases of at most 64 rules (one word) keep the accumulator in r9 and
 //!   leave the phase as soon as it is zero.
 //! - Wider phases look every classifier up first and keep a pointer to its
 //!   bitmap on the stack (constant bitmaps — start, miss, absent, inline
-//!   entries — live in the phase's `consts_<phase>` array map), then AND
+//!   entries — live in the phase's `consts_<phase>` array map, laid out by
+//!   `crate::layout`), then AND
 //!   the bitmaps word by word (unrolled), stopping at the first non-zero
 //!   word for deny/allow.
 //!
@@ -17,58 +19,18 @@
 //! the limit phase instead tests each rule's bit in file order and charges
 //! it.
 
-use std::collections::HashMap;
-
-use patronus_compiler::ir::{self, Classifier, Field, Key, PhaseKind, PhasePlan, Storage};
-use patronus_compiler::net::Prefix;
+use patronus_compiler::ir::{self, PhaseKind};
 use patronus_compiler::semantics::{Counter, Phase};
 use patronus_compiler::typed::{Family, RuleId};
 
+use super::Gen;
 use super::ctx::*;
-use super::{Gen, candidates, dir24, hooks};
-use crate::abi;
-use crate::elf::{DataType, MapDef};
-use crate::insn::kernel::map_type;
-use crate::insn::regs::{FP, SCRATCH};
-use crate::insn::{AluOp, Asm, JmpOp, Label, MapRef, Reg, SwapBits, Width};
-use crate::object::{CodegenError, MapImage};
-
-/// The accumulator (one word of it, for wide phases).
-const ACC: Reg = SCRATCH;
-
-/// How a classifier's result is delivered.
-#[derive(Clone, Copy)]
-enum Mode {
-    /// One word: `r1` = the bitmap, then `r9 &= r1`, leave when zero.
-    Word { nomatch: Label },
-    /// Wide: `r0` = pointer to the bitmap, saved at `slot`.
-    Wide {
-        phase: usize,
-        slot: i16,
-        nomatch: Label,
-    },
-}
-
-/// How a phase's match result is read.
-enum Matcher {
-    /// In r9.
-    Word,
-    /// Pointers to the start bitmap and each classifier's bitmap.
-    Wide { start_slot: i16, slots: Vec<i16> },
-}
-
-/// The words of a start bitmap that can be non-zero.
-fn live_words(start: &patronus_compiler::ir::Bits) -> Vec<usize> {
-    (0..start.0.len()).filter(|&w| start.0[w] != 0).collect()
-}
-
-/// The constant bitmaps of a wide phase, in its `consts_<phase>` map.
-pub(super) struct Consts {
-    map: MapRef,
-    extra_index: usize,
-    values: Vec<Vec<u64>>,
-    index: HashMap<Vec<u64>, usize>,
-}
+use super::lookup::{ACC, Matcher, live_words};
+use crate::error::CodegenError;
+use crate::insn::regs::FP;
+use crate::insn::{AluOp, Asm, JmpOp, Label, Reg, Width};
+use crate::layout::{applicable, candidates};
+use crate::state;
 
 impl Gen<'_> {
     pub(super) fn rule_phases(&mut self, family: Family) -> Result<(), CodegenError> {
@@ -83,7 +45,7 @@ impl Gen<'_> {
             let next = self.asm.new_label();
             self.asm.comment("phase 3: established");
             self.with_hook_ctx(family, |asm, ctx, program| {
-                hooks::established(asm, ctx, program, pass)
+                state::emit_established(asm, ctx, program, pass)
             })?;
             self.asm.ja(next);
             self.asm.bind(pass);
@@ -113,8 +75,8 @@ impl Gen<'_> {
             .map_or_else(|| format!("r{}", rule.0), |r| r.name.clone())
     }
 
-    /// Runs one state hook (`crate::state` via `hooks`) with the context it
-    /// needs: the packet slots, frame and extra maps, for `family`'s path.
+    /// Runs one state hook (`crate::state`) with the context it needs: the
+    /// packet slots, frame and layout, for `family`'s path.
     fn with_hook_ctx<R>(
         &mut self,
         family: Family,
@@ -126,7 +88,7 @@ impl Gen<'_> {
             family,
             pkt: self.pkt,
             frame: &mut self.frame,
-            extra: &mut self.extra,
+            layout: self.layout,
         };
         hook(&mut self.asm, &mut ctx, program)
     }
@@ -167,7 +129,7 @@ impl Gen<'_> {
         // Every primary list fits: no packet scans, the words are only
         // entered by number.
         let fi = ir::family_index(family);
-        let scans = match (&entries, self.candidates.get(&pi)) {
+        let scans = match (&entries, self.layout.candidates(pi)) {
             (Some(_), Some(cand)) => cand.needs_scan[fi],
             _ => true,
         };
@@ -189,7 +151,7 @@ impl Gen<'_> {
             self.asm.bind(done);
             let pass = kind == PhaseKind::Allow;
             if pass && self.program.usage.conntrack {
-                self.with_hook_ctx(family, hooks::track)?;
+                self.with_hook_ctx(family, state::emit_track)?;
             }
             let index = self.counter_index(Counter::Phase(kind.phase()))?;
             self.asm.st_w(FP, self.phase_key.off, index);
@@ -224,7 +186,7 @@ impl Gen<'_> {
         nomatch: Label,
         scan: Label,
     ) -> Result<Option<Vec<(usize, Label)>>, CodegenError> {
-        let Some(cand) = self.candidates.get(&pi).cloned() else {
+        let Some(cand) = self.layout.candidates(pi).cloned() else {
             return Ok(None);
         };
         let fi = ir::family_index(family);
@@ -341,7 +303,7 @@ impl Gen<'_> {
         self.store_rule_index(index);
         if log {
             self.with_hook_ctx(family, |asm, ctx, program| {
-                hooks::log(asm, ctx, program, rule, kind == PhaseKind::Allow)
+                state::emit_log(asm, ctx, program, rule, kind == PhaseKind::Allow)
             })?;
         }
         self.asm.ja(done);
@@ -411,7 +373,7 @@ impl Gen<'_> {
                 self.asm.jeq_imm(Reg::R1, 0, skip);
                 self.asm.stx_dw(FP, self.acc_save.off, ACC);
                 self.with_hook_ctx(family, |asm, ctx, program| {
-                    hooks::rate_limit(asm, ctx, program, rule, drop)
+                    state::emit_rate_limit(asm, ctx, program, rule, drop)
                 })?;
                 let index = self.rule_counter(rule)?;
                 self.asm.st_w(FP, self.rule_key.off, index);
@@ -429,7 +391,7 @@ impl Gen<'_> {
                 self.asm.st_w(FP, self.rule_key.off, index);
                 if self.program.rules[rule.0 as usize].log {
                     self.with_hook_ctx(family, |asm, ctx, program| {
-                        hooks::log(asm, ctx, program, rule, false)
+                        state::emit_log(asm, ctx, program, rule, false)
                     })?;
                 }
                 let index = self.counter_index(Counter::Phase(Phase::RateLimit))?;
@@ -441,630 +403,6 @@ impl Gen<'_> {
         }
         self.asm.bind(nomatch);
         Ok(())
-    }
-
-    /// Emits the phase's match. One word: falls through with the (non-zero)
-    /// result in r9, jumps to `nomatch` when it is zero. Wide: looks every
-    /// classifier up and saves the bitmap pointers; [`Gen::wide_word`] then
-    /// computes one word of the result.
-    fn match_phase(
-        &mut self,
-        pi: usize,
-        family: Family,
-        nomatch: Label,
-    ) -> Result<Matcher, CodegenError> {
-        let phase: &PhasePlan = &self.program.phases[pi];
-        let start = phase.start_for(family).clone();
-        let classifiers = applicable(phase, family);
-        if phase.words == 1 {
-            self.asm.ld_imm64(ACC, start.0[0]);
-            for ci in classifiers {
-                let c = &self.program.phases[pi].classifiers[ci];
-                self.classifier(c, Mode::Word { nomatch })?;
-            }
-            return Ok(Matcher::Word);
-        }
-        // A constant bitmap's lookup cannot fail (the key is in range), but
-        // the verifier wants the NULL check: it goes to a local abort, as
-        // `nomatch` may be out of jump range past the phase's words.
-        let _ = nomatch;
-        let body = self.asm.new_label();
-        let nomatch = self.asm.named_label("consts_lookup_failed");
-        self.asm.ja(body);
-        self.asm.bind(nomatch);
-        self.asm
-            .mov64_imm(Reg::R0, crate::insn::kernel::xdp_action::ABORTED);
-        self.asm.exit();
-        self.asm.bind(body);
-        let start_slot = self.ptr_slot(0)?;
-        self.const_ptr(pi, &start.0, nomatch)?;
-        self.asm.stx_dw(FP, start_slot, Reg::R0);
-        let mut slots = Vec::new();
-        for (k, ci) in classifiers.into_iter().enumerate() {
-            let slot = self.ptr_slot(k + 1)?;
-            let c = &self.program.phases[pi].classifiers[ci];
-            self.classifier(
-                c,
-                Mode::Wide {
-                    phase: pi,
-                    slot,
-                    nomatch,
-                },
-            )?;
-            slots.push(slot);
-        }
-        Ok(Matcher::Wide { start_slot, slots })
-    }
-
-    /// r9 = word `w` of a wide phase's result.
-    fn wide_word(&mut self, matcher: &Matcher, w: usize) {
-        let Matcher::Wide { start_slot, slots } = matcher else {
-            return;
-        };
-        let off = (8 * w) as i16;
-        self.asm.comment(format!("word {w}"));
-        self.asm.ldx_dw(Reg::R1, FP, *start_slot);
-        self.asm.ldx_dw(ACC, Reg::R1, off);
-        for &slot in slots {
-            self.asm.ldx_dw(Reg::R1, FP, slot);
-            self.asm.ldx_dw(Reg::R1, Reg::R1, off);
-            self.asm.alu64(crate::insn::AluOp::And, ACC, Reg::R1);
-        }
-    }
-
-    /// A stack slot for the `k`th bitmap pointer of a wide phase.
-    fn ptr_slot(&mut self, k: usize) -> Result<i16, CodegenError> {
-        let name = format!("bitmap_ptr{k}");
-        if let Some((_, s)) = self.frame.slots().iter().find(|(n, _)| *n == name) {
-            return Ok(s.off);
-        }
-        Ok(self.frame.alloc(&name, 8)?.off)
-    }
-
-    /// `r0` = pointer to a constant bitmap of a wide phase (in its consts
-    /// map); jumps to `nomatch` if the lookup fails (it cannot).
-    fn const_ptr(&mut self, pi: usize, bits: &[u64], nomatch: Label) -> Result<(), CodegenError> {
-        let (map, index) = self.const_index(pi, bits)?;
-        self.asm.st_w(FP, self.key.off, index as i32);
-        crate::state::emit_lookup_at(&mut self.asm, map, self.key.off);
-        self.asm.jeq_imm(Reg::R0, 0, nomatch);
-        Ok(())
-    }
-
-    fn const_index(&mut self, pi: usize, bits: &[u64]) -> Result<(MapRef, usize), CodegenError> {
-        if !self.consts.contains_key(&pi) {
-            let phase = &self.program.phases[pi];
-            let extra_index = self.extra.len();
-            let name = format!("consts_{}", phase.kind.name());
-            // A phase with candidate lists may take its primary bitmap
-            // from here (miss, absent, inline entries): every constant
-            // carries a list.
-            let value_size = self
-                .candidates
-                .get(&pi)
-                .map_or(8 * phase.words, |c| c.value_size()) as u32;
-            let value = DataType::Bytes(value_size);
-            self.extra.push(ExtraMap {
-                def: MapDef {
-                    name: name.clone(),
-                    map_type: map_type::ARRAY,
-                    max_entries: 1,
-                    flags: 0,
-                    key: Some(DataType::U32),
-                    value: Some(value),
-                    pin_by_name: false,
-                },
-                image: MapImage {
-                    name,
-                    map_type: map_type::ARRAY,
-                    key_size: 4,
-                    value_size,
-                    max_entries: 1,
-                    flags: 0,
-                    entries: Vec::new(),
-                },
-            });
-            let map = MapRef((self.program.maps.len() + extra_index) as u32);
-            self.consts.insert(
-                pi,
-                Consts {
-                    map,
-                    extra_index,
-                    values: Vec::new(),
-                    index: HashMap::new(),
-                },
-            );
-        }
-        let consts = self
-            .consts
-            .get_mut(&pi)
-            .ok_or_else(|| CodegenError::Internal {
-                what: "consts map vanished".into(),
-            })?;
-        let next = consts.values.len();
-        let index = *consts.index.entry(bits.to_vec()).or_insert(next);
-        if index == next {
-            consts.values.push(bits.to_vec());
-        }
-        Ok((consts.map, index))
-    }
-
-    /// Writes the consts maps' entries (after all paths are emitted).
-    pub(super) fn finish_consts(&mut self) {
-        for (pi, consts) in &self.consts {
-            let cand = self.candidates.get(pi);
-            let extra = &mut self.extra[consts.extra_index];
-            let n = consts.values.len().max(1) as u32;
-            extra.def.max_entries = n;
-            extra.image.max_entries = n;
-            extra.image.entries = consts
-                .values
-                .iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    let bitmap = abi::bitmap_bytes(v);
-                    let value = cand.map_or(bitmap.clone(), |c| c.extend(&bitmap));
-                    ((i as u32).to_le_bytes().to_vec(), value)
-                })
-                .collect();
-        }
-    }
-
-    /// Delivers a constant bitmap in `mode`.
-    fn deliver_const(&mut self, mode: Mode, bits: &[u64], done: Label) -> Result<(), CodegenError> {
-        match mode {
-            Mode::Word { nomatch } => {
-                if bits[0] == 0 {
-                    self.asm.ja(nomatch);
-                } else {
-                    self.asm.ld_imm64(Reg::R1, bits[0]);
-                    self.asm.ja(done);
-                }
-            }
-            Mode::Wide { phase, nomatch, .. } => {
-                self.const_ptr(phase, bits, nomatch)?;
-                self.asm.ja(done);
-            }
-        }
-        Ok(())
-    }
-
-    /// After a map lookup: a hit delivers the value, a miss falls through.
-    fn deliver_hit(&mut self, mode: Mode, done: Label) {
-        let miss = self.asm.new_label();
-        self.asm.jeq_imm(Reg::R0, 0, miss);
-        if let Mode::Word { .. } = mode {
-            self.asm.ldx_dw(Reg::R1, Reg::R0, 0);
-        }
-        self.asm.ja(done);
-        self.asm.bind(miss);
-    }
-
-    fn finish_delivery(&mut self, mode: Mode, done: Label) {
-        self.asm.bind(done);
-        match mode {
-            Mode::Word { nomatch } => {
-                self.asm.alu64(crate::insn::AluOp::And, ACC, Reg::R1);
-                self.asm.jeq_imm(ACC, 0, nomatch);
-            }
-            Mode::Wide { slot, .. } => self.asm.stx_dw(FP, slot, Reg::R0),
-        }
-    }
-
-    /// `goto absent_label` when the packet lacks the field; `false` for
-    /// fields every IP packet has (no jump emitted).
-    fn absent_check(&mut self, field: Field, absent: Label) -> bool {
-        let a = &mut self.asm;
-        match field {
-            Field::SrcPort | Field::DstPort => {
-                let present = a.new_label();
-                a.ldx_b(Reg::R1, FP, self.pkt.at(PKT_L4));
-                a.jeq_imm(Reg::R1, i32::from(L4_TCP), present);
-                a.jne_imm(Reg::R1, i32::from(L4_UDP), absent);
-                a.bind(present);
-            }
-            Field::Icmp => {
-                a.ldx_b(Reg::R1, FP, self.pkt.at(PKT_L4));
-                a.jne_imm(Reg::R1, i32::from(L4_ICMP), absent);
-            }
-            Field::TcpFlags => {
-                a.ldx_b(Reg::R1, FP, self.pkt.at(PKT_L4));
-                a.jne_imm(Reg::R1, i32::from(L4_TCP), absent);
-            }
-            Field::Vlan => {
-                a.ldx_b(Reg::R1, FP, self.pkt.at(PKT_HAS_VLAN));
-                a.jeq_imm(Reg::R1, 0, absent);
-            }
-            Field::Proto | Field::SrcAddr(_) | Field::DstAddr(_) => return false,
-        }
-        true
-    }
-
-    /// One classifier: inline compares or a map lookup, delivering its
-    /// bitmap per `mode`.
-    fn classifier(&mut self, c: &Classifier, mode: Mode) -> Result<(), CodegenError> {
-        let done = self.asm.new_label();
-        let absent = self.asm.new_label();
-        self.asm.comment(format!(
-            "lookup {} ({})",
-            c.field.name(),
-            match c.storage {
-                Storage::Inline => format!("inline, {} entries", c.len()),
-                Storage::Map(i) => format!("map {}", self.program.maps[i].name),
-            }
-        ));
-        let can_be_absent = self.absent_check(c.field, absent);
-        match c.storage {
-            Storage::Inline => self.inline_entries(c, mode, done)?,
-            Storage::Map(m) => self.map_lookup(c, MapRef(m as u32), mode, done)?,
-        }
-        self.deliver_const(mode, &c.miss.0, done)?;
-        if can_be_absent {
-            self.asm.bind(absent);
-            self.deliver_const(mode, &c.absent.0, done)?;
-        }
-        self.finish_delivery(mode, done);
-        Ok(())
-    }
-
-    /// Inline compares; each match delivers its entry and jumps to `done`;
-    /// falls through on a miss.
-    fn inline_entries(
-        &mut self,
-        c: &Classifier,
-        mode: Mode,
-        done: Label,
-    ) -> Result<(), CodegenError> {
-        let pkt = self.pkt;
-        match c.field {
-            Field::Proto => {
-                self.asm.ldx_b(Reg::R2, FP, pkt.at(PKT_PROTO));
-                for (i, k) in c.keys.iter().enumerate() {
-                    if let Key::Proto(p) = k {
-                        let next = self.asm.new_label();
-                        self.asm.jne_imm(Reg::R2, i32::from(*p), next);
-                        self.deliver_const(mode, c.entry(i), done)?;
-                        self.asm.bind(next);
-                    }
-                }
-            }
-            Field::SrcAddr(f) | Field::DstAddr(f) => {
-                let base = if matches!(c.field, Field::SrcAddr(_)) {
-                    PKT_SRC
-                } else {
-                    PKT_DST
-                };
-                // Longest prefix first: the first hit is the longest match.
-                let mut order: Vec<usize> = (0..c.len()).collect();
-                order.sort_by_key(|&i| match c.keys[i] {
-                    Key::Prefix(p) => std::cmp::Reverse(p.len),
-                    _ => std::cmp::Reverse(0),
-                });
-                for i in order {
-                    if let Key::Prefix(p) = c.keys[i] {
-                        let next = self.asm.new_label();
-                        self.prefix_test(p, f, base, next);
-                        self.deliver_const(mode, c.entry(i), done)?;
-                        self.asm.bind(next);
-                    }
-                }
-            }
-            Field::SrcPort | Field::DstPort => {
-                let at = if c.field == Field::SrcPort {
-                    PKT_SPORT
-                } else {
-                    PKT_DPORT
-                };
-                self.asm.ldx_h(Reg::R2, FP, pkt.at(at));
-                self.asm.to_be(Reg::R2, SwapBits::B16);
-                for (i, k) in c.keys.iter().enumerate() {
-                    if let Key::Ports(r) = k {
-                        let next = self.asm.new_label();
-                        if r.lo == r.hi {
-                            self.asm.jne_imm(Reg::R2, i32::from(r.lo), next);
-                        } else {
-                            self.asm.jlt_imm(Reg::R2, i32::from(r.lo), next);
-                            self.asm.jgt_imm(Reg::R2, i32::from(r.hi), next);
-                        }
-                        self.deliver_const(mode, c.entry(i), done)?;
-                        self.asm.bind(next);
-                    }
-                }
-            }
-            Field::Icmp => {
-                self.asm.ldx_b(Reg::R2, FP, pkt.at(PKT_ICMP_TYPE));
-                self.asm.ldx_b(Reg::R3, FP, pkt.at(PKT_ICMP_CODE));
-                // Exact (type, code) entries before (type, any code).
-                for exact in [true, false] {
-                    for (i, k) in c.keys.iter().enumerate() {
-                        if let Key::Icmp { ty, code } = *k {
-                            if code.is_some() != exact {
-                                continue;
-                            }
-                            let next = self.asm.new_label();
-                            self.asm.jne_imm(Reg::R2, i32::from(ty), next);
-                            if let Some(code) = code {
-                                self.asm.jne_imm(Reg::R3, i32::from(code), next);
-                            }
-                            self.deliver_const(mode, c.entry(i), done)?;
-                            self.asm.bind(next);
-                        }
-                    }
-                }
-            }
-            Field::TcpFlags => {
-                self.asm.ldx_b(Reg::R2, FP, pkt.at(PKT_TCP_FLAGS));
-                for (bits, cubes) in flag_groups(c) {
-                    for (mask, set) in cubes {
-                        let next = self.asm.new_label();
-                        self.asm.mov64_reg(Reg::R3, Reg::R2);
-                        self.asm.and64_imm(Reg::R3, i32::from(mask));
-                        self.asm.jne_imm(Reg::R3, i32::from(set), next);
-                        self.deliver_const(mode, &bits, done)?;
-                        self.asm.bind(next);
-                    }
-                }
-            }
-            Field::Vlan => {
-                self.asm.ldx_h(Reg::R2, FP, pkt.at(PKT_VLAN));
-                for (i, k) in c.keys.iter().enumerate() {
-                    if let Key::Vlan(v) = k {
-                        let next = self.asm.new_label();
-                        self.asm.jne_imm(Reg::R2, i32::from(*v), next);
-                        self.deliver_const(mode, c.entry(i), done)?;
-                        self.asm.bind(next);
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// `goto next` unless the address at `base` is inside `p`. Compares
-    /// 32-bit words in host order under the prefix mask.
-    fn prefix_test(&mut self, p: Prefix, family: Family, base: i16, next: Label) {
-        let bytes: Vec<u8> = match p.addr {
-            std::net::IpAddr::V4(a) => a.octets().to_vec(),
-            std::net::IpAddr::V6(a) => a.octets().to_vec(),
-        };
-        let words = if family == Family::Ipv4 { 1 } else { 4 };
-        let len = u32::from(p.len);
-        for w in 0..words {
-            let covered = len.saturating_sub(32 * w as u32).min(32);
-            if covered == 0 {
-                break;
-            }
-            let mask: u32 = if covered == 32 {
-                u32::MAX
-            } else {
-                !(u32::MAX >> covered)
-            };
-            let net = u32::from_be_bytes([
-                bytes[4 * w],
-                bytes[4 * w + 1],
-                bytes[4 * w + 2],
-                bytes[4 * w + 3],
-            ]) & mask;
-            self.asm
-                .ldx_w(Reg::R3, FP, self.pkt.at(base) + 4 * w as i16);
-            self.asm.to_be(Reg::R3, SwapBits::B32);
-            if mask != u32::MAX {
-                self.asm.and32_imm(Reg::R3, mask as i32);
-            }
-            self.asm
-                .jump_if(Width::W32, JmpOp::Ne, Reg::R3, net as i32, next);
-        }
-    }
-
-    /// Builds the key, looks it up; a hit delivers the value and jumps to
-    /// `done`, a miss falls through.
-    fn map_lookup(
-        &mut self,
-        c: &Classifier,
-        map: MapRef,
-        mode: Mode,
-        done: Label,
-    ) -> Result<(), CodegenError> {
-        let pkt = self.pkt;
-        let key = self.key.off;
-        let kind = self.program.maps[map.0 as usize].kind;
-        let mut dir24_miss = None;
-        let mut key_ptr = key;
-        let a = &mut self.asm;
-        match c.field {
-            Field::SrcAddr(f) | Field::DstAddr(f) => {
-                let base = if matches!(c.field, Field::SrcAddr(_)) {
-                    PKT_SRC
-                } else {
-                    PKT_DST
-                };
-                let words = if f == Family::Ipv4 { 1 } else { 4 };
-                if kind == patronus_compiler::ir::plan::MapKind::LpmTrie && dir24::wanted(c) {
-                    dir24_miss = Some(self.dir24_lookup(c, map, base, mode, done)?);
-                }
-                let a = &mut self.asm;
-                if kind == patronus_compiler::ir::plan::MapKind::LpmTrie {
-                    a.st_w(FP, key, 32 * words);
-                    for w in 0..words as i16 {
-                        a.ldx_w(Reg::R1, FP, pkt.at(base) + 4 * w);
-                        a.stx_w(FP, key + 4 + 4 * w, Reg::R1);
-                    }
-                } else {
-                    // Hash of full addresses: the packet slot is the key.
-                    key_ptr = pkt.at(base);
-                }
-            }
-            Field::Proto => {
-                a.ldx_b(Reg::R1, FP, pkt.at(PKT_PROTO));
-                a.stx_w(FP, key, Reg::R1);
-            }
-            Field::TcpFlags => {
-                a.ldx_b(Reg::R1, FP, pkt.at(PKT_TCP_FLAGS));
-                a.stx_w(FP, key, Reg::R1);
-            }
-            Field::SrcPort | Field::DstPort => {
-                let at = if c.field == Field::SrcPort {
-                    PKT_SPORT
-                } else {
-                    PKT_DPORT
-                };
-                a.ldx_h(Reg::R1, FP, pkt.at(at));
-                a.to_be(Reg::R1, SwapBits::B16);
-                if kind == patronus_compiler::ir::plan::MapKind::Array {
-                    a.stx_w(FP, key, Reg::R1);
-                } else {
-                    a.stx_h(FP, key, Reg::R1);
-                }
-            }
-            Field::Vlan => {
-                a.ldx_h(Reg::R1, FP, pkt.at(PKT_VLAN));
-                a.stx_h(FP, key, Reg::R1);
-            }
-            Field::Icmp => {
-                // {type, code, any_code = 0, pad}, then {type, 0, 1, pad}.
-                a.ldx_b(Reg::R1, FP, pkt.at(PKT_ICMP_TYPE));
-                a.ldx_b(Reg::R2, FP, pkt.at(PKT_ICMP_CODE));
-                a.lsh64_imm(Reg::R2, 8);
-                a.or64_reg(Reg::R1, Reg::R2);
-                a.stx_w(FP, key, Reg::R1);
-                crate::state::emit_lookup_at(a, map, key);
-                self.deliver_hit(mode, done);
-                let a = &mut self.asm;
-                a.ldx_b(Reg::R1, FP, pkt.at(PKT_ICMP_TYPE));
-                a.alu64(crate::insn::AluOp::Or, Reg::R1, 0x1_0000);
-                a.stx_w(FP, key, Reg::R1);
-            }
-        }
-        let a = &mut self.asm;
-        crate::state::emit_lookup_at(a, map, key_ptr);
-        self.deliver_hit(mode, done);
-        if let Some(miss) = dir24_miss {
-            self.asm.bind(miss);
-        }
-        Ok(())
-    }
-
-    /// The DIR-24 arrays in front of a big IPv4 trie ([`dir24`]): a slot
-    /// with a bitmap delivers it and jumps to `done`; an empty slot jumps
-    /// to the returned label, to be bound past the trie lookup (where the
-    /// miss is delivered); a [`dir24::FALLBACK`] slot falls through to the
-    /// trie lookup that follows.
-    fn dir24_lookup(
-        &mut self,
-        c: &Classifier,
-        map: MapRef,
-        base: i16,
-        mode: Mode,
-        done: Label,
-    ) -> Result<Label, CodegenError> {
-        let (slots_map, bitmaps_map) = self.dir24_maps(c, map)?;
-        let key = self.key.off;
-        let addr = self.pkt.at(base);
-        let trie = self.asm.new_label();
-        let miss = self.asm.new_label();
-        let a = &mut self.asm;
-        a.comment("DIR-24: the address's /24 slot");
-        a.ldx_w(Reg::R1, FP, addr);
-        a.to_be(Reg::R1, SwapBits::B32);
-        a.rsh64_imm(Reg::R1, 9);
-        a.stx_w(FP, key, Reg::R1);
-        crate::state::emit_lookup_at(a, slots_map, key);
-        a.jeq_imm(Reg::R0, 0, trie);
-        // Which u32 of the element: bit 8 of the address (host order).
-        a.ldx_w(Reg::R1, FP, addr);
-        a.to_be(Reg::R1, SwapBits::B32);
-        a.rsh64_imm(Reg::R1, 6);
-        a.and64_imm(Reg::R1, 4);
-        a.add64_reg(Reg::R0, Reg::R1);
-        a.ldx_w(Reg::R1, Reg::R0, 0);
-        a.jeq_imm(Reg::R1, 0, miss);
-        a.jump_if(Width::W32, JmpOp::Eq, Reg::R1, dir24::FALLBACK as i32, trie);
-        a.stx_w(FP, key, Reg::R1);
-        crate::state::emit_lookup_at(a, bitmaps_map, key);
-        self.deliver_hit(mode, done);
-        self.asm.ja(miss);
-        self.asm.bind(trie);
-        Ok(miss)
-    }
-
-    /// The `_d24` and `_d24b` maps of classifier map `map`, made on first
-    /// use.
-    fn dir24_maps(
-        &mut self,
-        c: &Classifier,
-        map: MapRef,
-    ) -> Result<(MapRef, MapRef), CodegenError> {
-        if let Some(&(_, refs)) = self.dir24.iter().find(|(m, _)| *m == map.0) {
-            return Ok(refs);
-        }
-        let name = self.program.maps[map.0 as usize].name.clone();
-        let tables = dir24::build(c);
-        // A candidate primary's bitmaps carry their lists here too.
-        let cand = self.primary_candidates(map.0 as usize).cloned();
-        let bitmap_size = cand.as_ref().map_or(8 * c.words, |cand| cand.value_size()) as u32;
-        let slots_name = dir24::slots_name(&name);
-        let bitmaps_name = dir24::bitmaps_name(&name);
-        let slots_image = MapImage {
-            name: slots_name.clone(),
-            map_type: map_type::ARRAY,
-            key_size: 4,
-            // The array's own value size; the entries are 12-byte runs
-            // (`dir24::run_entry`) that the runtime expands.
-            value_size: 8,
-            max_entries: dir24::ELEMENTS,
-            flags: dir24::MMAPABLE,
-            entries: tables.runs.iter().map(dir24::run_entry).collect(),
-        };
-        let slots_def = MapDef {
-            name: slots_name,
-            map_type: map_type::ARRAY,
-            max_entries: dir24::ELEMENTS,
-            flags: dir24::MMAPABLE,
-            key: Some(DataType::U32),
-            value: Some(DataType::U64),
-            pin_by_name: false,
-        };
-        let count = tables.bitmaps.len() as u32 + 1;
-        let bitmaps_image = MapImage {
-            name: bitmaps_name.clone(),
-            map_type: map_type::ARRAY,
-            key_size: 4,
-            value_size: bitmap_size,
-            max_entries: count,
-            flags: 0,
-            entries: tables
-                .bitmaps
-                .iter()
-                .enumerate()
-                .map(|(i, bits)| {
-                    let bytes = abi::bitmap_bytes(bits);
-                    let value = cand.as_ref().map_or(bytes.clone(), |c| c.extend(&bytes));
-                    (((i + 1) as u32).to_le_bytes().to_vec(), value)
-                })
-                .collect(),
-        };
-        let bitmaps_def = MapDef {
-            name: bitmaps_name,
-            map_type: map_type::ARRAY,
-            max_entries: count,
-            flags: 0,
-            key: Some(DataType::U32),
-            value: Some(DataType::Bytes(bitmap_size)),
-            pin_by_name: false,
-        };
-        let first = self.program.maps.len() + self.extra.len();
-        self.extra.push(ExtraMap {
-            def: slots_def,
-            image: slots_image,
-        });
-        self.extra.push(ExtraMap {
-            def: bitmaps_def,
-            image: bitmaps_image,
-        });
-        let refs = (MapRef(first as u32), MapRef(first as u32 + 1));
-        self.dir24.push((map.0, refs));
-        self.dir24_tries.push((map.0 as usize, tables.trie));
-        Ok(refs)
     }
 
     /// A binary tree of `jset` tests on r9 finding the lowest set bit among
@@ -1106,75 +444,4 @@ fn fam(family: Family) -> &'static str {
         Family::Ipv4 => "v4",
         Family::Ipv6 => "v6",
     }
-}
-
-/// The classifiers of a phase that apply on a family's path: address
-/// classifiers of the other family are never consulted.
-fn applicable(phase: &PhasePlan, family: Family) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..phase.classifiers.len())
-        .filter(|&i| match phase.classifiers[i].field {
-            Field::SrcAddr(f) | Field::DstAddr(f) => f == family,
-            _ => true,
-        })
-        .collect();
-    // Inline compares first: cheap, and they can end the phase before a
-    // lookup.
-    order.sort_by_key(|&i| phase.classifiers[i].storage != Storage::Inline);
-    order
-}
-
-/// `(mask, set)`: the flag bytes `b` with `b & mask == set`.
-type Cube = (u8, u8);
-
-/// The flags entries grouped by bitmap, each group as (mask, set) cubes
-/// `{b : b & mask == set}` covering exactly its bytes.
-fn flag_groups(c: &Classifier) -> Vec<(Vec<u64>, Vec<Cube>)> {
-    let mut groups: Vec<(Vec<u64>, Vec<u8>)> = Vec::new();
-    for (i, k) in c.keys.iter().enumerate() {
-        if let Key::Flags(b) = k {
-            let bits = c.entry(i).to_vec();
-            match groups.iter_mut().find(|(g, _)| *g == bits) {
-                Some((_, bytes)) => bytes.push(*b),
-                None => groups.push((bits, vec![*b])),
-            }
-        }
-    }
-    groups
-        .into_iter()
-        .map(|(bits, bytes)| (bits, cover(&bytes)))
-        .collect()
-}
-
-/// A small set of cubes whose union is exactly `bytes`: greedily the
-/// largest cube inside the set containing the smallest uncovered byte.
-fn cover(bytes: &[u8]) -> Vec<Cube> {
-    let mut inside = [false; 256];
-    for &b in bytes {
-        inside[usize::from(b)] = true;
-    }
-    let mut covered = [false; 256];
-    let mut cubes = Vec::new();
-    for &b in bytes {
-        if covered[usize::from(b)] {
-            continue;
-        }
-        // Fewest mask bits first = largest cube.
-        let mut masks: Vec<u8> = (0..=255u8).collect();
-        masks.sort_by_key(|m| m.count_ones());
-        let cube = masks.into_iter().find_map(|mask| {
-            let set = b & mask;
-            (0..=255u8)
-                .filter(|x| x & mask == set)
-                .all(|x| inside[usize::from(x)])
-                .then_some((mask, set))
-        });
-        let (mask, set) = cube.unwrap_or((0xFF, b));
-        for x in 0..=255u8 {
-            if x & mask == set {
-                covered[usize::from(x)] = true;
-            }
-        }
-        cubes.push((mask, set));
-    }
-    cubes
 }

@@ -44,7 +44,7 @@ fn pack(lo: u32, hi: u32) -> u64 {
 
 /// Whether to run kernel tests: `Ok(false)` = skip (message printed).
 pub fn kernel_available(test: &str) -> bool {
-    let probe = Map::create(2, 4, 8, 1);
+    let probe = Map::create(patronus_codegen::insn::kernel::map_type::ARRAY, 4, 8, 1);
     match probe {
         Ok(_) => true,
         Err(e) => {

@@ -51,15 +51,32 @@ fn slot(name: &'static str, bits: u32) -> Slot {
     Slot { name, bits }
 }
 
-/// What fills a map.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What fills a map: its role, decided here once. Names are what users
+/// see (pins, listings); code downstream decides by this, never by a name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Contents {
     /// The entries of `program.phases[phase].classifiers[classifier]`.
     Classifier { phase: usize, classifier: usize },
-    /// Written by the data path only (conntrack, buckets); starts empty.
-    Runtime,
+    /// One family's conntrack table: written by the data path only
+    /// (XDP and tc egress); starts empty.
+    Conntrack(Family),
+    /// The token buckets of the rules with rate key `key`: one map per
+    /// family, or `family: None` for `per global` (an array by rule id).
+    /// Written by the data path only; starts empty.
+    RateLimit {
+        key: RateKey,
+        family: Option<Family>,
+    },
     /// Counters, laid out as `Program::counters`.
     Stats,
+}
+
+impl Contents {
+    /// Written by the data path only (conntrack, buckets): state, which
+    /// starts empty and is never part of a policy's contents.
+    pub fn is_runtime(self) -> bool {
+        matches!(self, Contents::Conntrack(_) | Contents::RateLimit { .. })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,12 +100,12 @@ pub fn plan_maps(program: &mut Program) {
     for (pi, phase) in program.phases.iter_mut().enumerate() {
         let kind = phase.kind;
         for (ci, c) in phase.classifiers.iter_mut().enumerate() {
-            match classifier_map(kind, c) {
-                Some(mut plan) => {
-                    plan.contents = Contents::Classifier {
-                        phase: pi,
-                        classifier: ci,
-                    };
+            let contents = Contents::Classifier {
+                phase: pi,
+                classifier: ci,
+            };
+            match classifier_map(kind, c, contents) {
+                Some(plan) => {
                     c.storage = Storage::Map(maps.len());
                     maps.push(plan);
                 }
@@ -102,7 +119,7 @@ pub fn plan_maps(program: &mut Program) {
         for family in [Family::Ipv4, Family::Ipv6] {
             let w = addr_bits(family);
             maps.push(MapPlan {
-                name: format!("ct_{}", family_suffix(family)),
+                name: conntrack_map_name(family).into(),
                 kind: MapKind::LruHash,
                 key: vec![
                     slot("src", w),
@@ -119,7 +136,7 @@ pub fn plan_maps(program: &mut Program) {
                     slot("pad", 56),
                 ],
                 max_entries: u64::from(options.conntrack_size),
-                contents: Contents::Runtime,
+                contents: Contents::Conntrack(family),
                 bloom_candidate: false,
             });
         }
@@ -157,7 +174,10 @@ pub fn plan_maps(program: &mut Program) {
                 // `ratelimit-size` keys per rule, as the language promises;
                 // the rules of one key kind share the map (key has the rule).
                 max_entries: u64::from(options.ratelimit_size) * sharing,
-                contents: Contents::Runtime,
+                contents: Contents::RateLimit {
+                    key,
+                    family: Some(family),
+                },
                 bloom_candidate: false,
             });
         }
@@ -173,13 +193,16 @@ pub fn plan_maps(program: &mut Program) {
             key: vec![slot("rule", 32)],
             value: bucket_value(),
             max_entries: program.rules.len() as u64,
-            contents: Contents::Runtime,
+            contents: Contents::RateLimit {
+                key: RateKey::Global,
+                family: None,
+            },
             bloom_candidate: false,
         });
     }
 
     maps.push(MapPlan {
-        name: "stats".into(),
+        name: STATS_MAP_NAME.into(),
         kind: MapKind::PercpuArray,
         key: vec![slot("counter", 32)],
         value: vec![slot("packets", 64), slot("bytes", 64)],
@@ -188,6 +211,19 @@ pub fn plan_maps(program: &mut Program) {
         bloom_candidate: false,
     });
     program.maps = maps;
+}
+
+/// The name (and pin name) of the counters' map, [`Contents::Stats`]:
+/// `status` and `stats` open it by this name from the pins alone.
+pub const STATS_MAP_NAME: &str = "stats";
+
+/// The name (and pin name) of one family's conntrack map,
+/// [`Contents::Conntrack`].
+pub const fn conntrack_map_name(family: Family) -> &'static str {
+    match family {
+        Family::Ipv4 => "ct_v4",
+        Family::Ipv6 => "ct_v6",
+    }
 }
 
 fn bucket_value() -> Vec<Slot> {
@@ -212,7 +248,7 @@ pub fn family_suffix(family: Family) -> &'static str {
 /// follows from the entries: exact keys hash, prefixes need an LPM trie,
 /// small dense domains (protocol, flags, port ranges) are arrays indexed by
 /// the value.
-fn classifier_map(phase: PhaseKind, c: &Classifier) -> Option<MapPlan> {
+fn classifier_map(phase: PhaseKind, c: &Classifier, contents: Contents) -> Option<MapPlan> {
     let inline_max = match c.field {
         Field::SrcAddr(Family::Ipv4) | Field::DstAddr(Family::Ipv4) => INLINE_MAX_IPV4_PREFIXES,
         _ => INLINE_MAX,
@@ -272,7 +308,7 @@ fn classifier_map(phase: PhaseKind, c: &Classifier) -> Option<MapPlan> {
         key,
         value: vec![rules],
         max_entries: max_entries as u64,
-        contents: Contents::Runtime,
+        contents,
         bloom_candidate: bloom,
     })
 }

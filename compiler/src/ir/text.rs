@@ -130,7 +130,7 @@ pub fn maps(program: &Program) -> String {
                     let _ = writeln!(out, "    {} -> {}", key_text(k), rules(phase, c.entry(i)));
                 }
             }
-            Contents::Runtime => {
+            Contents::Conntrack(_) | Contents::RateLimit { .. } => {
                 let _ = writeln!(out, "  entries runtime");
             }
             Contents::Stats => {

@@ -110,7 +110,6 @@ pub fn kept_state(object: &Object, pinned: &dyn Fn(&str) -> Option<MapShape>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use patronus_codegen::MapImage;
 
     fn keys(k: &[&str]) -> Vec<Option<String>> {
         k.iter().map(|k| Some((*k).to_owned())).collect()
@@ -162,33 +161,36 @@ mod tests {
 
     #[test]
     fn a_replace_keeps_state_maps_of_the_same_shape_only() {
-        let image = |name: &str, max_entries| MapImage {
-            name: name.into(),
-            map_type: 9,
-            key_size: 16,
-            value_size: 24,
-            max_entries,
-            flags: 0,
-            entries: Vec::new(),
-        };
-        let object = Object {
-            elf: Vec::new(),
-            maps: vec![
-                image("allow_dport", 4),
-                image("ct_v4", 1024),
-                image("ct_v6", 1024),
-                image("rl_src_v4", 64),
-                image("stats", 8),
-            ],
-            listing: String::new(),
-            insn_count: 0,
-            stack_bytes: 0,
+        let text = "options { conntrack = on }\nlimit tcp to port 22 rate 10/s per src\n\
+                    allow tcp to port { 22, 80, 443, 8080, 8443 }\n";
+        let mut files = patronus_compiler::diag::Files::new();
+        let file = files.add("p.pf", text.to_owned());
+        struct NoTables;
+        impl patronus_compiler::TableLoader for NoTables {
+            fn load(&self, _: &str, path: &str) -> Result<patronus_compiler::LoadedFile, String> {
+                Err(format!("no table {path}"))
+            }
+        }
+        let checked = patronus_compiler::check(&mut files, file, &NoTables);
+        let program = patronus_compiler::ir::lower(&checked.policy.expect("a policy"));
+        let object = patronus_codegen::compile(&program).expect("compiles");
+        let def = |name: &str| {
+            object
+                .maps
+                .iter()
+                .find(|m| m.name == name)
+                .unwrap_or_else(|| panic!("no map {name}"))
+                .clone()
         };
         let pinned = |name: &str| match name {
-            // Same shape as planned.
-            "ct_v4" | "allow_dport" | "stats" => Some(MapShape::of(&image(name, 1024))),
+            // Same shape as planned (state or not: only state is kept).
+            "ct_v4" | "stats" => Some(MapShape::of(&def(name))),
             // Resized by the new policy.
-            "rl_src_v4" => Some(MapShape::of(&image(name, 32))),
+            "rl_src_v4" => {
+                let mut resized = def(name);
+                resized.max_entries /= 2;
+                Some(MapShape::of(&resized))
+            }
             _ => None,
         };
         assert_eq!(

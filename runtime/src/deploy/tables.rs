@@ -18,20 +18,15 @@ use std::fmt;
 use std::net::IpAddr;
 use std::os::fd::{AsFd as _, BorrowedFd};
 
-use patronus_codegen::Object;
-use patronus_codegen::xdp::dir24::FALLBACK;
-use patronus_compiler::ir::plan::MapKind;
+use patronus_codegen::insn::kernel::map_type;
+use patronus_codegen::layout::dir24::FALLBACK;
+use patronus_codegen::{Object, TableFeed};
 use patronus_compiler::ir::{self, Field};
 use patronus_compiler::net::Prefix;
 use patronus_compiler::typed::{AddrMatch, Family, Policy, Rule, TableId};
 
-use super::roles;
 use crate::pins::{Pins, live_map};
 use crate::sys;
-
-/// `BPF_MAP_TYPE_HASH`, `BPF_MAP_TYPE_LPM_TRIE`.
-const MAP_HASH: u32 = 1;
-const MAP_LPM_TRIE: u32 = 11;
 
 /// A classifier map holding exactly one table's prefixes of one family.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,7 +103,7 @@ pub fn maps_fed_by(
     tid: TableId,
 ) -> [Option<Vec<FastMap>>; 2] {
     let mut fams: [Option<Vec<FastMap>>; 2] = [Some(Vec::new()), Some(Vec::new())];
-    for phase in &program.phases {
+    for (pi, phase) in program.phases.iter().enumerate() {
         for side in [Side::Src, Side::Dst] {
             let sets: Vec<&AddrMatch> = phase
                 .rules
@@ -125,51 +120,11 @@ pub fn maps_fed_by(
                     m.set.tables.iter().all(|t| *t == tid)
                         && !m.set.prefixes.iter().any(|p| p.is_ipv4() == v4)
                 });
-                let found = roles::classifier_map(program, object, phase, side.field(*family));
-                let fast = match (only_table, found) {
-                    (true, Some((plan, Some(image)))) => {
-                        // A classifier with DIR-24 arrays in front of its
-                        // trie answers from them: the fast path changes
-                        // slots too, and the one bitmap is the arrays'
-                        // only one (the trie may be empty).
-                        let arrays = roles::dir24_arrays(object, &plan.name);
-                        let (first, uniform) = match &arrays {
-                            Some((_, bitmaps)) => {
-                                let first = bitmaps.entries.first().map(|(_, v)| v);
-                                let one = bitmaps.entries.len() == 1;
-                                (
-                                    first,
-                                    one && image.entries.iter().all(|(_, v)| Some(v) == first),
-                                )
-                            }
-                            None => {
-                                let first = image.entries.first().map(|(_, v)| v);
-                                (first, image.entries.iter().all(|(_, v)| Some(v) == first))
-                            }
-                        };
-                        // The map must be what the keys are laid out for
-                        // (codegen could store a classifier another way).
-                        let addr = if v4 { 4 } else { 16 };
-                        let layout = match plan.kind {
-                            MapKind::LpmTrie => (MAP_LPM_TRIE, 4 + addr),
-                            MapKind::Hash => (MAP_HASH, addr),
-                            _ => (0, 0),
-                        };
-                        match first {
-                            Some(value)
-                                if uniform && (image.map_type, image.key_size) == layout =>
-                            {
-                                Some(FastMap {
-                                    map: image.name.clone(),
-                                    lpm: plan.kind == MapKind::LpmTrie,
-                                    value: value.clone(),
-                                    d24: arrays.map(|(slots, _)| slots),
-                                })
-                            }
-                            _ => None,
-                        }
-                    }
-                    _ => None,
+                let fast = match only_table {
+                    true => object
+                        .classifier_maps(program, pi, side.field(*family))
+                        .and_then(|feed| fast_map(feed, v4)),
+                    false => None,
                 };
                 match (fast, &mut fams[fi]) {
                     (Some(fast), Some(maps)) => maps.push(fast),
@@ -179,6 +134,48 @@ pub fn maps_fed_by(
         }
     }
     fams
+}
+
+/// The fast path through one classifier a table feeds alone: every entry
+/// holds the same bitmap (behind DIR-24 arrays, the arrays' one bitmap:
+/// the trie may be empty), and the map is what the keys are laid out for
+/// (codegen could store a classifier another way); else `None`.
+fn fast_map(feed: TableFeed<'_>, v4: bool) -> Option<FastMap> {
+    let uniform = |entries: &[(Vec<u8>, Vec<u8>)]| {
+        let first = entries.first().map(|(_, v)| v);
+        (
+            first.cloned(),
+            entries.iter().all(|(_, v)| Some(v) == first),
+        )
+    };
+    let (map, lpm, d24, (first, same)) = match feed {
+        TableFeed::Hash(map) => (map, false, None, uniform(&map.entries)),
+        TableFeed::Lpm(map) => (map, true, None, uniform(&map.entries)),
+        TableFeed::Dir24 {
+            trie,
+            slots,
+            bitmaps,
+        } => {
+            let first = bitmaps.entries.first().map(|(_, v)| v);
+            let same =
+                bitmaps.entries.len() == 1 && trie.entries.iter().all(|(_, v)| Some(v) == first);
+            (trie, true, Some(slots.name.clone()), (first.cloned(), same))
+        }
+    };
+    let addr = if v4 { 4 } else { 16 };
+    let expected = match lpm {
+        true => (map_type::LPM_TRIE, 4 + addr),
+        false => (map_type::HASH, addr),
+    };
+    match first {
+        Some(value) if same && (map.map_type, map.key_size()) == expected => Some(FastMap {
+            map: map.name.clone(),
+            lpm,
+            value,
+            d24,
+        }),
+        _ => None,
+    }
 }
 
 fn addr_octets(addr: IpAddr) -> Vec<u8> {

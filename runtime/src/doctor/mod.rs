@@ -118,8 +118,8 @@ impl PolicyPlan {
             .map(|m| PlannedMap {
                 name: m.name.clone(),
                 map_type: m.map_type,
-                key_size: m.key_size,
-                value_size: m.value_size,
+                key_size: m.key_size(),
+                value_size: m.value_size(),
                 max_entries: m.max_entries,
             })
             .collect();

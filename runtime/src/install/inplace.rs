@@ -297,7 +297,7 @@ fn restore(d: &MapDelta, upserted: usize, deleted: usize) -> Result<(), String> 
 /// restored (best effort: [`RuntimeError::InPlace`] says how it went).
 pub fn update_in_place(
     pins: &Pins,
-    images: &[&patronus_codegen::MapImage],
+    images: &[&patronus_codegen::MapDef],
 ) -> Result<InPlace, RuntimeError> {
     let mut deltas = Vec::new();
     // Memory-mapped DIR-24 arrays: rewritten after the upserts (their

@@ -22,11 +22,30 @@
 //! reference). Only packets in a /24 holding a longer prefix pay for the
 //! trie; everything else costs two inlined array lookups whatever the
 //! table's size.
+//!
+//! This module is the one owner of the format, for codegen and runtime
+//! alike:
+//!
+//! - which classifiers get the arrays: [`wanted`];
+//! - their contents: [`build`] → [`Tables`] (runs, distinct bitmaps, the
+//!   reduced trie), and their map definitions: [`slots_map`],
+//!   [`bitmaps_map`], [`trie_entries`];
+//! - their names ([`slots_name`], [`bitmaps_name`]; which map is which is
+//!   a typed role in the layout: `layout::MapRole::Dir24Slots` /
+//!   `Dir24Bitmaps`, see `Object::dir24_of`);
+//! - the run encoding: [`run_entry`], [`decode_run`], [`expand_runs`];
+//!   a slot's value: 0, [`FALLBACK`] or a bitmap index from 1.
 
 use std::net::IpAddr;
 
+use patronus_compiler::ir::plan::MapKind;
 use patronus_compiler::ir::{Classifier, Field, Key};
+use patronus_compiler::net::Prefix;
 use patronus_compiler::typed::Family;
+
+use crate::abi::classifier::{bitmap_bytes, entry_key};
+use crate::elf::{DataType, MapDef};
+use crate::insn::kernel::map_type;
 
 /// Smaller classifiers keep the plain trie. Over a veth pair (cold caches,
 /// unlike a repeated test run) a 1,000-prefix trie cost the reference
@@ -46,8 +65,8 @@ pub const ELEMENTS: u32 = (1 << 24) / SLOTS_PER_ELEMENT;
 /// Bytes of a run's image value: {count, low slot, high slot}.
 pub const RUN_BYTES: usize = 12;
 
-/// `BPF_F_MMAPABLE`.
-pub const MMAPABLE: u32 = 1 << 10;
+/// `BPF_F_MMAPABLE` (defined with the other map flags).
+pub use crate::insn::kernel::map_flags::MMAPABLE;
 
 /// The slot array in front of classifier map `trie`.
 pub fn slots_name(trie: &str) -> String {
@@ -57,12 +76,6 @@ pub fn slots_name(trie: &str) -> String {
 /// The bitmap array in front of classifier map `trie`.
 pub fn bitmaps_name(trie: &str) -> String {
     format!("{trie}_d24b")
-}
-
-/// The classifier map whose DIR-24 array `name` is, if it is one.
-pub fn trie_of(name: &str) -> Option<&str> {
-    name.strip_suffix("_d24")
-        .or_else(|| name.strip_suffix("_d24b"))
 }
 
 /// Whether a classifier gets the DIR-24 arrays.
@@ -266,6 +279,69 @@ fn to_runs(slots: &[(u32, u32, u32)]) -> Vec<(u32, u32, u32, u32)> {
     merged
 }
 
+/// The `_d24` slot array in front of the trie map `trie`: memory-mapped,
+/// its entries are [`Tables::runs`] as [`run_entry`]s (12-byte values in
+/// an array of 8-byte elements: the runtime expands them).
+pub fn slots_map(trie: &str, tables: &Tables) -> MapDef {
+    MapDef {
+        flags: MMAPABLE,
+        entries: tables.runs.iter().map(run_entry).collect(),
+        ..MapDef::empty(
+            slots_name(trie),
+            map_type::ARRAY,
+            ELEMENTS,
+            Some(DataType::U32),
+            Some(DataType::U64),
+        )
+    }
+}
+
+/// The `_d24b` bitmap array in front of the trie map `trie`: index `i + 1`
+/// holds `tables.bitmaps[i]` as `value_size` bytes, `extend` appending
+/// what else the value carries (a candidate list, `layout::candidates`).
+pub fn bitmaps_map(
+    trie: &str,
+    tables: &Tables,
+    value_size: u32,
+    extend: impl Fn(Vec<u8>) -> Vec<u8>,
+) -> MapDef {
+    MapDef {
+        entries: tables
+            .bitmaps
+            .iter()
+            .enumerate()
+            .map(|(i, bits)| {
+                let value = extend(bitmap_bytes(bits));
+                (((i + 1) as u32).to_le_bytes().to_vec(), value)
+            })
+            .collect(),
+        ..MapDef::empty(
+            bitmaps_name(trie),
+            map_type::ARRAY,
+            tables.bitmaps.len() as u32 + 1,
+            Some(DataType::U32),
+            Some(DataType::Bytes(value_size)),
+        )
+    }
+}
+
+/// The trie's entries behind the arrays ([`Tables::trie`]), as LPM trie
+/// image entries.
+pub fn trie_entries(tables: &Tables) -> Vec<(Vec<u8>, Vec<u8>)> {
+    tables
+        .trie
+        .iter()
+        .map(|(addr, len, bits)| {
+            let prefix = Prefix {
+                addr: IpAddr::V4((*addr).into()),
+                len: *len,
+            };
+            let key = entry_key(&Key::Prefix(prefix), MapKind::LpmTrie);
+            (key, bitmap_bytes(bits))
+        })
+        .collect()
+}
+
 /// A run as image key and value bytes.
 pub fn run_entry(run: &(u32, u32, u32, u32)) -> (Vec<u8>, Vec<u8>) {
     let (element, count, lo, hi) = *run;
@@ -313,7 +389,6 @@ pub fn expand_runs(runs: &[(u32, u32, u32, u32)], memory: &mut [u8]) -> Result<(
 mod tests {
     use super::*;
     use patronus_compiler::ir::{Bits, Storage};
-    use patronus_compiler::net::Prefix;
 
     fn classifier(prefixes: &[(&str, u8, u64)]) -> Classifier {
         let mut keys = Vec::new();
