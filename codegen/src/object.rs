@@ -45,16 +45,8 @@ pub fn compile(program: &ir::Program) -> Result<Object, CodegenError> {
 pub fn compile_with_limits(program: &ir::Program, limits: &Limits) -> Result<Object, CodegenError> {
     let (layout, maps) = layout::plan(program)?;
     let generated = xdp::generate_within(program, &layout, limits)?;
+    // Within `limits.max_insns`: `generate_within` checked it.
     let insn_count = generated.program.slot_count();
-    if insn_count > limits.max_insns {
-        return Err(CodegenError::Limit {
-            what: format!(
-                "the program has {insn_count} instructions, more than {}",
-                limits.max_insns
-            ),
-            rule: None,
-        });
-    }
     let names: Vec<String> = maps.iter().map(|d| d.name.clone()).collect();
     let mut listing = generated.program.listing(names.as_slice());
     // With conntrack on, the tc egress program records host-originated

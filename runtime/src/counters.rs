@@ -6,6 +6,8 @@
 use std::io;
 use std::os::fd::BorrowedFd;
 
+use patronus_codegen::insn::kernel::map_type;
+
 use crate::error::RuntimeError;
 use crate::sys;
 
@@ -39,8 +41,8 @@ pub fn count_entries(map: BorrowedFd<'_>) -> Result<usize, RuntimeError> {
 pub fn read_counters(map: BorrowedFd<'_>) -> Result<Vec<Vec<u64>>, RuntimeError> {
     let info = sys::map_info(map).map_err(io_err("reading map info"))?;
     let value_size = info.value_size as usize;
-    let percpu = info.map_type == 6; // BPF_MAP_TYPE_PERCPU_ARRAY
-    if !(percpu || info.map_type == 2) || !value_size.is_multiple_of(8) {
+    let percpu = info.map_type == map_type::PERCPU_ARRAY;
+    if !(percpu || info.map_type == map_type::ARRAY) || !value_size.is_multiple_of(8) {
         return Err(RuntimeError::Io {
             context: "reading counters",
             error: io::Error::new(io::ErrorKind::InvalidInput, "not an array of u64 counters"),
@@ -78,8 +80,10 @@ pub fn read_counters(map: BorrowedFd<'_>) -> Result<Vec<Vec<u64>>, RuntimeError>
 pub fn add_counters(map: BorrowedFd<'_>, index: u32, words: &[u64]) -> Result<(), RuntimeError> {
     let info = sys::map_info(map).map_err(io_err("reading map info"))?;
     let value_size = info.value_size as usize;
-    let percpu = info.map_type == 6; // BPF_MAP_TYPE_PERCPU_ARRAY
-    if !(percpu || info.map_type == 2) || !value_size.is_multiple_of(8) || index >= info.max_entries
+    let percpu = info.map_type == map_type::PERCPU_ARRAY;
+    if !(percpu || info.map_type == map_type::ARRAY)
+        || !value_size.is_multiple_of(8)
+        || index >= info.max_entries
     {
         return Err(RuntimeError::Io {
             context: "writing counters",

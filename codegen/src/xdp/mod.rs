@@ -67,6 +67,17 @@ pub fn generate(program: &ir::Program, layout: &Layout) -> Result<Generated, Cod
     generate_within(program, layout, &Limits::default())
 }
 
+/// The instruction budget's error: the one place it is worded.
+fn over_budget(limits: &Limits, rule: Option<patronus_compiler::typed::RuleId>) -> CodegenError {
+    CodegenError::Limit {
+        what: format!(
+            "the program needs more than {} instructions",
+            limits.max_insns
+        ),
+        rule,
+    }
+}
+
 /// Generates the XDP program on the maps of `layout`, within `limits`.
 pub fn generate_within(
     program: &ir::Program,
@@ -85,15 +96,10 @@ pub fn generate_within(
             .or(marks.last())
             .map(|&(_, rule)| rule)
     };
-    let total = g.asm.len();
-    if total > limits.max_insns {
-        return Err(CodegenError::Limit {
-            what: format!(
-                "the program needs more than {} instructions",
-                limits.max_insns
-            ),
-            rule: blame(limits.max_insns),
-        });
+    // Over budget before assembly: stop here (a far larger program would
+    // only fail later on a jump range), blaming the rule at the limit.
+    if g.asm.len() > limits.max_insns {
+        return Err(over_budget(limits, blame(limits.max_insns)));
     }
     let insns = g.asm.finish().map_err(|e| match e {
         crate::insn::AsmError::JumpOutOfRange { label, from, .. } => CodegenError::Limit {
@@ -103,6 +109,10 @@ pub fn generate_within(
         other => CodegenError::Asm(other),
     })?;
     let insns = prune::prune_unreachable(insns).map_err(CodegenError::Asm)?;
+    // The budget counts slots (a 64-bit immediate takes two), after pruning.
+    if insns.slot_count() > limits.max_insns {
+        return Err(over_budget(limits, blame(limits.max_insns)));
+    }
     Ok(Generated {
         program: insns,
         stack_bytes,

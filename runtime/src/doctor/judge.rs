@@ -3,6 +3,8 @@
 //! without root. A fact that could not be read arrives as `Err(reason)`
 //! and becomes [`Status::Unknown`] with that reason, never a guess.
 
+use patronus_codegen::insn::kernel::map_type;
+
 use super::{Check, Status};
 use crate::features::Feature;
 
@@ -264,8 +266,12 @@ pub struct PlannedMap {
 }
 
 /// `BPF_MAP_TYPE_*` whose values are stored once per possible CPU.
-const PER_CPU_TYPES: [u32; 3] = [5, 6, 10];
-const RINGBUF: u32 = 27;
+const PER_CPU_TYPES: [u32; 3] = [
+    map_type::PERCPU_HASH,
+    map_type::PERCPU_ARRAY,
+    map_type::LRU_PERCPU_HASH,
+];
+const RINGBUF: u32 = map_type::RINGBUF;
 
 /// Bytes of keys and values `map` can hold at most: `(key + value) ×
 /// max_entries`, the value once per possible CPU (rounded to 8 bytes, as

@@ -15,10 +15,10 @@ fn io_err(context: &'static str) -> impl FnOnce(io::Error) -> RuntimeError {
     move |error| RuntimeError::Io { context, error }
 }
 
-/// Map types an in-place update handles (`enum bpf_map_type`).
-const MAP_HASH: u32 = 1;
-const MAP_ARRAY: u32 = 2;
-const MAP_LPM_TRIE: u32 = 11;
+/// Map types an in-place update handles.
+use patronus_codegen::insn::kernel::map_type::{
+    ARRAY as MAP_ARRAY, HASH as MAP_HASH, LPM_TRIE as MAP_LPM_TRIE,
+};
 
 /// Entries per batched map command of an in-place update.
 const INPLACE_BATCH: usize = crate::batch::BATCH_ENTRIES;
