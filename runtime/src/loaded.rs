@@ -380,13 +380,7 @@ impl Loaded {
     ) -> Result<Loaded, RuntimeError> {
         // Parse once on our side: a clear error for corrupt objects before
         // any kernel work, and whether a pin directory is needed.
-        let parsed = std::panic::catch_unwind(|| aya_obj::Object::parse(image.elf))
-            .map_err(|_| RuntimeError::BadObject {
-                message: "the ELF parser failed on malformed input".into(),
-            })?
-            .map_err(|e| RuntimeError::BadObject {
-                message: e.to_string(),
-            })?;
+        let parsed = parse_object(image.elf)?;
         check_map_shapes(&parsed, shapes)?;
         // A missing helper or map type is named with the kernel that has
         // it, rather than left to the verifier's "unknown func".
@@ -916,4 +910,16 @@ impl<'a> From<&'a patronus_codegen::Object> for Image<'a> {
             listings: vec![(ProgramKind::Xdp, &object.listing)],
         }
     }
+}
+/// Parses a compiled object on our side (aya-obj), as loading it would:
+/// a corrupt object is a clear error before any kernel work, and a parser
+/// panic on malformed input is one too.
+pub(crate) fn parse_object(elf: &[u8]) -> Result<aya_obj::Object, RuntimeError> {
+    std::panic::catch_unwind(|| aya_obj::Object::parse(elf))
+        .map_err(|_| RuntimeError::BadObject {
+            message: "the ELF parser failed on malformed input".into(),
+        })?
+        .map_err(|e| RuntimeError::BadObject {
+            message: e.to_string(),
+        })
 }

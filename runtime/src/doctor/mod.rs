@@ -102,13 +102,7 @@ pub struct PolicyPlan {
 impl PolicyPlan {
     /// The plan of a compiled policy (its object parsed as `apply` would).
     pub fn of(object: &Object) -> Result<PolicyPlan, RuntimeError> {
-        let parsed = std::panic::catch_unwind(|| aya_obj::Object::parse(&object.elf))
-            .map_err(|_| RuntimeError::BadObject {
-                message: "the ELF parser failed on malformed input".into(),
-            })?
-            .map_err(|e| RuntimeError::BadObject {
-                message: e.to_string(),
-            })?;
+        let parsed = crate::loaded::parse_object(&object.elf)?;
         let mut needs = features::needs(&parsed);
         // `apply` always attaches through an XDP link.
         needs.push(Feature::XdpLink);
