@@ -54,10 +54,17 @@ blocklist_file() {
 }
 
 # reference_pf N FILE [OPTION_LINE]: benches/reference.pf with blocklist N
-# (absolute path) and OPTION_LINE added to its options block, written to FILE.
+# and OPTION_LINE added to its options block, written to FILE. patronusc
+# reads table files only from beside the policy (or under --allow-path),
+# so the list is copied next to FILE when it lives elsewhere.
 reference_pf() {
-	local list
+	local list dir
 	list=$(blocklist_file "$1")
+	dir=$(cd "$(dirname "$2")" && pwd)
+	if [ "$(cd "$(dirname "$list")" && pwd)" != "$dir" ]; then
+		cp -f "$list" "$dir/" || die "copying $list next to $2 failed"
+	fi
+	list=$(basename "$list")
 	sed -e "s#\"build/pkts/blocklist-[0-9]*.txt\"#\"$list\"#" "$REFERENCE_PF" >"$2"
 	if [ -n "${3:-}" ]; then
 		sed -i "s#^  conntrack = on\$#  conntrack = on\n  $3#" "$2"
